@@ -1,0 +1,159 @@
+"""Operations a protocol coroutine yields. Each yield is one scheduling point.
+
+Ops are plain records; the machine (`machine.py`) gives them meaning. `blocking` ops make the
+frame wait until `Machine._ready()` says the op can proceed; everything else takes one step
+(a text poke takes one step per store unit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+class Op:
+    __slots__ = ()
+    blocking = False
+
+
+@dataclass(slots=True)
+class Load(Op):
+    var: str
+
+
+@dataclass(slots=True)
+class Store(Op):
+    var: str
+    value: Any
+    release: bool = False
+
+
+@dataclass(slots=True)
+class Fence(Op):
+    kind: str  # "mb" | "wmb" | "rmb"
+
+
+@dataclass(slots=True)
+class Atomic(Op):
+    """A locked read-modify-write: fn(old) -> (new, result). Drains the store buffer."""
+
+    var: str
+    fn: Callable[[Any], tuple[Any, Any]]
+    name: str
+
+
+@dataclass(slots=True)
+class Poke(Op):
+    """Write `data` into a site's text at `offset`, one architectural store unit per step."""
+
+    site: str
+    data: bytes
+    offset: int = 0
+
+
+@dataclass(slots=True)
+class ReadText(Op):
+    site: str
+
+
+@dataclass(slots=True)
+class ExpectText(Op):
+    """ftrace_bug()-style check: the site must hold `data` (as this CPU sees memory)."""
+
+    site: str
+    data: bytes
+    what: str
+
+
+@dataclass(slots=True)
+class Bug(Op):
+    message: str
+
+
+@dataclass(slots=True)
+class SyncCore(Op):
+    pass
+
+
+class SyncCores(Op):
+    """IPI every other online CPU and wait until each has taken it (text_poke_sync)."""
+
+    __slots__ = ("pending",)
+    blocking = True
+
+    def __init__(self) -> None:
+        self.pending: set[int] | None = None
+
+
+@dataclass(slots=True)
+class WaitUntil(Op):
+    var: str
+    pred: Callable[[Any], bool]
+    what: str
+    blocking = True
+
+
+@dataclass(slots=True)
+class LockOp(Op):
+    lock: str
+    mode: str  # "mutex" | "read" | "write"
+    blocking = True
+
+
+@dataclass(slots=True)
+class UnlockOp(Op):
+    lock: str
+    mode: str
+
+
+@dataclass(slots=True)
+class RunCode(Op):
+    entry: int
+    what: str
+
+
+@dataclass(slots=True)
+class Free(Op):
+    var: str
+
+
+@dataclass(slots=True)
+class Alloc(Op):
+    var: str
+    value: Any
+
+
+@dataclass(slots=True)
+class Complete(Op):
+    pass
+
+
+class CpuDown(Op):
+    __slots__ = ("cpu",)
+    blocking = True
+
+    def __init__(self, cpu: int) -> None:
+        self.cpu = cpu
+
+
+@dataclass(slots=True)
+class CpuUp(Op):
+    cpu: int
+
+
+class NotMine:
+    """The int3 handler's answer for a breakpoint it does not own."""
+
+    def __repr__(self) -> str:
+        return "NOT_MINE"
+
+
+NOT_MINE = NotMine()
+
+
+@dataclass(frozen=True, slots=True)
+class Emulate:
+    """The int3 handler's answer: emulate `insn` as if it ran at `addr`."""
+
+    addr: int
+    insn: bytes

@@ -1,0 +1,216 @@
+"""The protocol API: what a protocol file writes against.
+
+A protocol is a class with the sites it patches, its variants (parameters, not copies), the
+expected verdict of each variant, and a few coroutines (`patcher`, optionally `hotplug`,
+`int3_handler`, `nmi_enter`, `nmi_exit`) that yield one shared-memory operation at a time
+through `k`, the kernel interface of the CPU they run on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any, ClassVar, Iterator
+
+from . import ops
+from .ops import NOT_MINE, Emulate
+
+
+@dataclass(frozen=True)
+class Call:
+    """A `call <symbol>` at the site (encoded per site address by the architecture)."""
+
+    symbol: str
+
+
+@dataclass(frozen=True)
+class Jmp:
+    symbol: str
+
+
+@dataclass(frozen=True)
+class Site:
+    old: bytes
+    new: Any  # bytes, Call or Jmp
+
+
+class K:
+    """The kernel interface a protocol coroutine uses: every method returns an op to yield.
+
+    Values live in the machine's shared memory under string names; `site()` gives a site's
+    address and its old/new instruction bytes as laid out in this run's image.
+    """
+
+    NOT_MINE = NOT_MINE
+
+    def __init__(self, machine, cpu: int):
+        self._m = machine
+        self.cpu = cpu
+
+    # ---- information (no scheduling point) ---------------------------------------------------
+    @property
+    def ncpus(self) -> int:
+        return self._m.ncpus
+
+    def site(self, name: str):
+        return self._m.sites[name]
+
+    def site_at(self, addr: int):
+        return self._m.site_by_addr.get(addr)
+
+    # ---- memory --------------------------------------------------------------------------------
+    def load(self, var: str) -> ops.Load:
+        return ops.Load(var)
+
+    def store(self, var: str, value: Any) -> ops.Store:
+        return ops.Store(var, value)
+
+    def store_release(self, var: str, value: Any) -> ops.Store:
+        return ops.Store(var, value, release=True)
+
+    def mb(self) -> ops.Fence:
+        return ops.Fence("mb")
+
+    def wmb(self) -> ops.Fence:
+        return ops.Fence("wmb")
+
+    def rmb(self) -> ops.Fence:
+        return ops.Fence("rmb")
+
+    def atomic_inc(self, var: str) -> ops.Atomic:
+        return ops.Atomic(var, lambda v: (v + 1, v + 1), "atomic_inc")
+
+    def atomic_dec(self, var: str) -> ops.Atomic:
+        return ops.Atomic(var, lambda v: (v - 1, v - 1), "atomic_dec")
+
+    def atomic_dec_and_test(self, var: str) -> ops.Atomic:
+        return ops.Atomic(var, lambda v: (v - 1, v - 1 == 0), "atomic_dec_and_test")
+
+    def inc_not_zero(self, var: str) -> ops.Atomic:
+        return ops.Atomic(var, lambda v: (v + 1, True) if v else (v, False), "atomic_inc_not_zero")
+
+    def cmpxchg(self, var: str, old: Any, new: Any) -> ops.Atomic:
+        return ops.Atomic(var, lambda v: (new if v == old else v, v), "cmpxchg")
+
+    def atomic_fetch_and(self, var: str, mask: int) -> ops.Atomic:
+        return ops.Atomic(var, lambda v: (v & mask, v), "atomic_fetch_and")
+
+    def atomic_inc_return(self, var: str) -> ops.Atomic:
+        return self.atomic_inc(var)
+
+    def wait_until(self, var: str, pred, what: str = "") -> ops.WaitUntil:
+        return ops.WaitUntil(var, pred, what or var)
+
+    def alloc(self, var: str, value: Any) -> ops.Alloc:
+        return ops.Alloc(var, value)
+
+    def free(self, var: str) -> ops.Free:
+        return ops.Free(var)
+
+    # ---- text ------------------------------------------------------------------------------------
+    def poke(self, site: str, data: bytes, offset: int = 0) -> ops.Poke:
+        return ops.Poke(site, bytes(data), offset)
+
+    def read_text(self, site: str) -> ops.ReadText:
+        return ops.ReadText(site)
+
+    def expect_text(self, site: str, data: bytes, what: str = "old code") -> ops.ExpectText:
+        return ops.ExpectText(site, bytes(data), what)
+
+    def bug(self, message: str) -> ops.Bug:
+        return ops.Bug(message)
+
+    def sync_core(self) -> ops.SyncCore:
+        return ops.SyncCore()
+
+    def sync_cores(self) -> ops.SyncCores:
+        return ops.SyncCores()
+
+    def stop_machine(self, fn) -> Iterator:
+        """Use as `yield from k.stop_machine(fn)`: `fn(k)` is a coroutine run on this CPU while
+        every other online CPU is parked in the rendezvous with IRQs off (NMIs still arrive)."""
+        enter = self._m.stop_machine_enter(self.cpu)
+        yield enter
+        result = yield from fn(self)
+        yield self._m.stop_machine_exit(enter)
+        return result
+
+    def complete(self) -> ops.Complete:
+        return ops.Complete()
+
+    # ---- locks and hotplug -------------------------------------------------------------------
+    def lock(self, name: str) -> ops.LockOp:
+        return ops.LockOp(name, "mutex")
+
+    def unlock(self, name: str) -> ops.UnlockOp:
+        return ops.UnlockOp(name, "mutex")
+
+    def read_lock(self, name: str) -> ops.LockOp:
+        return ops.LockOp(name, "read")
+
+    def read_unlock(self, name: str) -> ops.UnlockOp:
+        return ops.UnlockOp(name, "read")
+
+    def write_lock(self, name: str) -> ops.LockOp:
+        return ops.LockOp(name, "write")
+
+    def write_unlock(self, name: str) -> ops.UnlockOp:
+        return ops.UnlockOp(name, "write")
+
+    def cpu_down(self, cpu: int) -> ops.CpuDown:
+        return ops.CpuDown(cpu)
+
+    def cpu_up(self, cpu: int) -> ops.CpuUp:
+        return ops.CpuUp(cpu)
+
+    def run_code(self, entry: int, what: str = "code") -> ops.RunCode:
+        return ops.RunCode(entry, what)
+
+    # ---- handler answers -----------------------------------------------------------------------
+    def emulate(self, addr: int, insn: bytes) -> Emulate:
+        return Emulate(addr, bytes(insn))
+
+
+class Protocol:
+    """Base class of protocols. Subclasses set the class attributes and write coroutines."""
+
+    name: ClassVar[str] = "?"
+    arch: ClassVar[str] = "x86_64"
+    sites: ClassVar[dict[str, Site]] = {}
+    # variant name -> parameters overriding `params`; the first variant is the default
+    variants: ClassVar[dict[str, dict[str, Any]]] = {}
+    params: ClassVar[dict[str, Any]] = {}
+    # variant name -> expected oracle id, or None for "clean"
+    expect: ClassVar[dict[str, str | None]] = {}
+    # one-line summaries for `patchfuzz protocols`
+    summary: ClassVar[str] = ""
+    variant_help: ClassVar[dict[str, str]] = {}
+    uses_hotplug: ClassVar[bool] = False
+
+    def __init__(self, variant: str):
+        if variant not in self.variants:
+            raise KeyError(variant)
+        self.variant = variant
+        self.v = SimpleNamespace(**{**self.params, **self.variants[variant]})
+
+    # shared memory the protocol starts with: name -> value
+    def initial_memory(self) -> dict[str, Any]:
+        return {}
+
+    def patcher(self, k: K) -> Iterator:
+        raise NotImplementedError
+
+    def hotplug(self, k: K) -> Iterator:
+        return iter(())
+
+    def int3_handler(self, k: K, ip: int) -> Iterator:
+        return NOT_MINE
+        yield  # pragma: no cover - makes this a generator
+
+    def nmi_enter(self, k: K) -> Iterator:
+        return
+        yield  # pragma: no cover
+
+    def nmi_exit(self, k: K) -> Iterator:
+        return
+        yield  # pragma: no cover
