@@ -223,6 +223,7 @@ class Machine:
         ch = self.ch
         cpus = self.cpus
         n = self.ncpus
+        orders = [[cpus[(last + 1 + i) % n] for i in range(n)] for last in range(n)]
         max_steps = self.config.max_steps
         while self.finding is None:
             self.step += 1
@@ -242,16 +243,14 @@ class Machine:
             if ev >= EV_NMI:
                 if self._event(ev):
                     continue
-            runnable = [c for c in cpus if self._runnable(c)]
+            # round robin by default: the next runnable CPU after the one stepped last
+            runnable = [c for c in orders[self.last_cpu] if self._runnable(c)]
             if not runnable:
                 if self._drain_all_buffers():
                     continue
                 self._stall()
                 break
             pick = ch.byte(0, "cpu")
-            # round robin by default: the next runnable CPU after the one stepped last
-            start = (self.last_cpu + 1) % n
-            runnable.sort(key=lambda c: (c.idx - start) % n)
             cpu = runnable[pick % len(runnable)]
             self.last_cpu = cpu.idx
             self._step_cpu(cpu)
@@ -334,11 +333,13 @@ class Machine:
             self._trap_return(cpu, frame, result)
         elif kind == "nmi":
             cpu.in_nmi = False
-            self._t(cpu, "NMI handler returns (iret, serializing)")
+            if self.tracing:
+                self._t(cpu, "NMI handler returns (iret, serializing)")
             self._serialize(cpu)
             self._check_resume(cpu, "nmi")
         elif kind == "parked":
-            self._t(cpu, "leaves stop_machine")
+            if self.tracing:
+                self._t(cpu, "leaves stop_machine")
             if self.stop_machine_serializes:
                 self._serialize(cpu)
         elif kind == "thread":
@@ -398,7 +399,8 @@ class Machine:
             cpu = cands[ch.byte(0, "preempt cpu") % len(cands)]
             cpu.preempted = True
             cpu.frames[-1].tags["preempt_pc"] = cpu.frames[-1].pc
-            self._t(cpu, f"preempted at {self._sym(cpu.frames[-1].pc)}")
+            if self.tracing:
+                self._t(cpu, f"preempted at {self._sym(cpu.frames[-1].pc)}")
             return True
         cands = [c for c in self.cpus if c.sb]
         if not cands:
@@ -425,7 +427,8 @@ class Machine:
             return
         if cpu.preempted and len(cpu.frames) == 1:
             cpu.preempted = False
-            self._t(cpu, "resumes after preemption (iret, serializing)")
+            if self.tracing:
+                self._t(cpu, "resumes after preemption (iret, serializing)")
             self._serialize(cpu)
             self._check_resume(cpu, "preemption")
             return
@@ -449,21 +452,24 @@ class Machine:
     def _op_load(self, cpu, frame, op):
         v = self._load(cpu, op.var, frame)
         if self.finding is None:
-            self._t(cpu, f"load {op.var} -> {_fmt(v)}")
+            if self.tracing:
+                self._t(cpu, f"load {op.var} -> {_fmt(v)}")
             self._advance(cpu, frame, v)
 
     def _op_store(self, cpu, frame, op):
         if self._check_live(cpu, op.var, frame):
             return
         cpu.sb.append((op.var, op.value))
-        self._t(cpu, f"store {op.var} = {_fmt(op.value)} (store buffer)")
+        if self.tracing:
+            self._t(cpu, f"store {op.var} = {_fmt(op.value)} (store buffer)")
         self._advance(cpu, frame, None)
 
     def _op_fence(self, cpu, frame, op):
         # x86-TSO: only a full barrier drains; wmb/rmb are compiler barriers.
         if op.kind == "mb" or self.arch.store_buffer != "fifo":
             self._drain(cpu, len(cpu.sb))
-        self._t(cpu, f"smp_{op.kind}()")
+        if self.tracing:
+            self._t(cpu, f"smp_{op.kind}()")
         self._advance(cpu, frame, None)
 
     def _op_atomic(self, cpu, frame, op):
@@ -473,7 +479,8 @@ class Machine:
         old = self.mem.get(op.var, 0)
         new, result = op.fn(old)
         self.mem[op.var] = new
-        self._t(cpu, f"{op.name}({op.var}): {_fmt(old)} -> {_fmt(new)}")
+        if self.tracing:
+            self._t(cpu, f"{op.name}({op.var}): {_fmt(old)} -> {_fmt(new)}")
         self._advance(cpu, frame, result)
 
     def _op_poke(self, cpu, frame, op):
@@ -490,14 +497,16 @@ class Machine:
         cpu.sb.append((("text", site), (off, data)))
         if self.arch.own_store_visible_to_fetch:
             self._set_view(cpu, site, off, data)
-        self._t(cpu, f"poke {site.name}+{off} = {data.hex(' ')} (store buffer)")
+        if self.tracing:
+            self._t(cpu, f"poke {site.name}+{off} = {data.hex(' ')} (store buffer)")
         if frame.poke_pos == len(units):
             frame.poke_pos = 0
             self._advance(cpu, frame, None)
 
     def _op_read_text(self, cpu, frame, op):
         data = self._text_as_seen(cpu, self.sites[op.site])
-        self._t(cpu, f"read text {op.site}: {data.hex(' ')}")
+        if self.tracing:
+            self._t(cpu, f"read text {op.site}: {data.hex(' ')}")
         self._advance(cpu, frame, data)
 
     def _op_expect_text(self, cpu, frame, op):
@@ -507,14 +516,16 @@ class Machine:
             self._find(cpu, "protocol-assert", f"protocol assertion: unexpected {op.what} at {site.name}",
                        f"expected {op.data.hex(' ')}, found {data.hex(' ')}")
             return
-        self._t(cpu, f"check {site.name} holds {op.what}: ok")
+        if self.tracing:
+            self._t(cpu, f"check {site.name} holds {op.what}: ok")
         self._advance(cpu, frame, None)
 
     def _op_bug(self, cpu, frame, op):
         self._find(cpu, "protocol-assert", f"protocol assertion: {op.message}", op.message)
 
     def _op_sync_core(self, cpu, frame, op):
-        self._t(cpu, "sync_core()")
+        if self.tracing:
+            self._t(cpu, "sync_core()")
         self._serialize(cpu)
         self._advance(cpu, frame, None)
 
@@ -522,13 +533,15 @@ class Machine:
         # a new lifetime begins; the initializing store goes through the store buffer
         self.freed.discard(op.var)
         cpu.sb.append((op.var, op.value))
-        self._t(cpu, f"alloc {op.var} = {_fmt(op.value)} (store buffer)")
+        if self.tracing:
+            self._t(cpu, f"alloc {op.var} = {_fmt(op.value)} (store buffer)")
         self._advance(cpu, frame, None)
 
     def _op_free(self, cpu, frame, op):
         self._drain(cpu, len(cpu.sb))
         self.freed.add(op.var)
-        self._t(cpu, f"free {op.var}")
+        if self.tracing:
+            self._t(cpu, f"free {op.var}")
         self._advance(cpu, frame, None)
 
     def _op_complete(self, cpu, frame, op):
@@ -537,7 +550,8 @@ class Machine:
 
     def _op_task_done(self, cpu, frame, op):
         self.tasks_left -= 1
-        self._t(cpu, f"{op.name} finished")
+        if self.tracing:
+            self._t(cpu, f"{op.name} finished")
         if self.tasks_left == 0:
             self._declare_complete(cpu)
         self._advance(cpu, frame, None)
@@ -552,15 +566,18 @@ class Machine:
                 if other is not cpu and other.online:
                     other.ipis.append(op)
                     op.pending.add(other.idx)
-            self._t(cpu, "sync_cores(): IPI to " + ",".join(f"cpu{i}" for i in sorted(op.pending)))
+            if self.tracing:
+                self._t(cpu, "sync_cores(): IPI to " + ",".join(f"cpu{i}" for i in sorted(op.pending)))
         if not op.pending:
-            self._t(cpu, "sync_cores() done")
+            if self.tracing:
+                self._t(cpu, "sync_cores() done")
             self._advance(cpu, frame, None)
 
     def _op_wait(self, cpu, frame, op):
         v = self._load(cpu, op.var, frame)
         if self.finding is None:
-            self._t(cpu, f"waited until {op.what} ({op.var} = {_fmt(v)})")
+            if self.tracing:
+                self._t(cpu, f"waited until {op.what} ({op.var} = {_fmt(v)})")
             self._advance(cpu, frame, v)
 
     def _op_lock(self, cpu, frame, op):
@@ -572,7 +589,8 @@ class Machine:
         else:
             lock.owner = frame
         frame.tags.pop("waits", None)
-        self._t(cpu, f"{'read-' if op.mode == 'read' else 'write-' if op.mode == 'write' else ''}lock {op.lock}")
+        if self.tracing:
+            self._t(cpu, f"{'read-' if op.mode == 'read' else 'write-' if op.mode == 'write' else ''}lock {op.lock}")
         self._advance(cpu, frame, None)
 
     def _op_unlock(self, cpu, frame, op):
@@ -581,11 +599,13 @@ class Machine:
             lock.readers.remove(next(f for f in lock.readers if f is frame))
         else:
             lock.owner = None
-        self._t(cpu, f"unlock {op.lock}")
+        if self.tracing:
+            self._t(cpu, f"unlock {op.lock}")
         self._advance(cpu, frame, None)
 
     def _op_stop_enter(self, cpu, frame, op):
-        self._t(cpu, "stop_machine: all CPUs parked, running callback with IRQs off")
+        if self.tracing:
+            self._t(cpu, "stop_machine: all CPUs parked, running callback with IRQs off")
         frame.irqs_off = True
         self._advance(cpu, frame, None)
 
@@ -595,7 +615,8 @@ class Machine:
         frame.irqs_off = False
         self.stop_machine = None
         self._drain(cpu, len(cpu.sb))
-        self._t(cpu, "stop_machine: release")
+        if self.tracing:
+            self._t(cpu, "stop_machine: release")
         self._advance(cpu, frame, None)
 
     def _op_park(self, cpu, frame, op):
@@ -608,14 +629,16 @@ class Machine:
         for sync in target.ipis:  # a dying CPU flushes its pending IPIs
             sync.pending.discard(target.idx)
         target.ipis = []
-        self._t(cpu, f"cpu{op.cpu} goes offline")
+        if self.tracing:
+            self._t(cpu, f"cpu{op.cpu} goes offline")
         self._advance(cpu, frame, None)
 
     def _op_cpu_up(self, cpu, frame, op):
         target = self.cpus[op.cpu]
         target.online = True
         self._serialize(target)  # a CPU comes up through reset and the trampoline
-        self._t(cpu, f"cpu{op.cpu} comes online")
+        if self.tracing:
+            self._t(cpu, f"cpu{op.cpu} comes online")
         self._advance(cpu, frame, None)
 
     # ---- stop_machine --------------------------------------------------------------------
@@ -640,7 +663,8 @@ class Machine:
         sm = cpu.stop_req
         cpu.stop_req = None
         sm.arrived.add(cpu.idx)
-        self._t(cpu, "enters stop_machine (IRQs off)")
+        if self.tracing:
+            self._t(cpu, "enters stop_machine (IRQs off)")
 
         def parked():
             yield _Park(sm)
@@ -688,7 +712,8 @@ class Machine:
             ok = lock.owner is None
         if not ok and "waits" not in frame.tags:
             frame.tags["waits"] = op.lock
-            self._t(cpu, f"waits for {op.lock} ({op.mode})")
+            if self.tracing:
+                self._t(cpu, f"waits for {op.lock} ({op.mode})")
             self._check_deadlock(cpu, frame)
         return ok
 
@@ -772,10 +797,12 @@ class Machine:
                 site.truth[off:off + len(data)] = data
                 for other in self.cpus:
                     other.stale.add(site)  # maybe stale: checked against the truth at fetch
-                self._t(cpu, f"drain: {site.name}+{off} = {data.hex(' ')} reaches memory")
+                if self.tracing:
+                    self._t(cpu, f"drain: {site.name}+{off} = {data.hex(' ')} reaches memory")
             else:
                 self.mem[key] = value
-                self._t(cpu, f"drain: {key} = {_fmt(value)} reaches memory")
+                if self.tracing:
+                    self._t(cpu, f"drain: {key} = {_fmt(value)} reaches memory")
 
     def _drain_all_buffers(self) -> bool:
         drained = False
@@ -887,7 +914,8 @@ class Machine:
         frame.pc = op.entry
         frame.code_active = True
         cpu.code_frame = frame
-        self._t(cpu, f"runs {op.what}")
+        if self.tracing:
+            self._t(cpu, f"runs {op.what}")
 
     def _end_code(self, cpu: Cpu, frame: Frame) -> None:
         frame.code_active = False
@@ -911,7 +939,8 @@ class Machine:
             cpu.stop = ("site", site)
             cpu.hw.uc.emu_stop()
         elif self.tracing:
-            self._t(cpu, f"executes inside a site at {self._sym(addr)}")
+            if self.tracing:
+                self._t(cpu, f"executes inside a site at {self._sym(addr)}")
 
     def _on_trap(self, idx: int, kind: str, pc: int) -> None:
         self.cpus[idx].stop = ("trap", pc)
@@ -931,8 +960,9 @@ class Machine:
         if self.tracing:
             label = "new" if view == site.new else "old" if view == site.old else (
                 "trap" if view[:1] == self.arch.trap_insn else "intended" if ok else "TORN")
-            self._t(cpu, f"fetch {site.name}: {view.hex(' ')} ({label}) "
-                         f"{self.arch.disasm(view, site.addr)}")
+            if self.tracing:
+                self._t(cpu, f"fetch {site.name}: {view.hex(' ')} ({label}) "
+                             f"{self.arch.disasm(view, site.addr)}")
         if not ok:
             self._find(cpu, "torn-fetch", f"torn fetch at {site.name} in {self._ctx(cpu)}",
                        f"executes {view.hex(' ')} = {self.arch.disasm(view, site.addr)}; "
@@ -990,7 +1020,8 @@ class Machine:
 
     # ================================================================ traps, NMIs, IPIs
     def _trap(self, cpu: Cpu, addr: int, foreign: bool) -> None:
-        self._t(cpu, f"int3 at {self._sym(addr)}" + (" (foreign: kprobe)" if foreign else ""))
+        if self.tracing:
+            self._t(cpu, f"int3 at {self._sym(addr)}" + (" (foreign: kprobe)" if foreign else ""))
         self._serialize(cpu)  # exception entry
         k = cpu.k
         proto = self.proto
@@ -1017,7 +1048,8 @@ class Machine:
         ctx = self._ctx(cpu)
         if result is ops.NOT_MINE or result is None:
             if foreign:
-                self._t(cpu, "int3 handler: not mine, passed on to kprobes")
+                if self.tracing:
+                    self._t(cpu, "int3 handler: not mine, passed on to kprobes")
             else:
                 name = site.name if site else self._sym(addr)
                 self._find(cpu, "unhandled-trap", f"unhandled int3 at {name} in {ctx}",
@@ -1038,17 +1070,20 @@ class Machine:
             kind, target = self.arch.semantics(result.insn, addr)
             cpu.hw.emulate(kind, target, addr + len(result.insn))
             code.pc = cpu.hw.pc()
-            self._t(cpu, f"int3 handler emulates {self.arch.disasm(result.insn, addr)}")
+            if self.tracing:
+                self._t(cpu, f"int3 handler emulates {self.arch.disasm(result.insn, addr)}")
         else:
             raise TypeError(f"int3_handler returned {result!r}; expected NOT_MINE or k.emulate()")
-        self._t(cpu, "int3 returns (iret, serializing)")
+        if self.tracing:
+            self._t(cpu, "int3 returns (iret, serializing)")
         self._serialize(cpu)
         if not foreign:
             self._check_resume(cpu, "int3")
 
     def _nmi(self, cpu: Cpu) -> None:
         cpu.in_nmi = True
-        self._t(cpu, "NMI (serializing)")
+        if self.tracing:
+            self._t(cpu, "NMI (serializing)")
         self._serialize(cpu)
         k = cpu.k
         proto = self.proto
@@ -1066,7 +1101,8 @@ class Machine:
         for sync in cpu.ipis:
             sync.pending.discard(cpu.idx)
         cpu.ipis = []
-        self._t(cpu, "takes IPI: sync_core (serializing)")
+        if self.tracing:
+            self._t(cpu, "takes IPI: sync_core (serializing)")
         self._check_resume(cpu, "ipi")
 
     def _guest_fault(self, cpu: Cpu, frame: Frame, kind: str, addr: int) -> None:
@@ -1077,14 +1113,16 @@ class Machine:
     def _declare_complete(self, cpu: Cpu) -> None:
         if not self.completed:
             self.completed = True
-            self._t(cpu, "protocol declares completion")
+            if self.tracing:
+                self._t(cpu, "protocol declares completion")
 
     def _find(self, cpu: Cpu, oracle: str, title: str, detail: str) -> None:
         if self.finding is not None:
             return
         self.finding = Finding(oracle=oracle, title=title, protocol=self.protocol_cls.name,
                                variant=self.variant, step=self.step, cpu=cpu.idx, detail=detail)
-        self._t(cpu, f"*** {oracle}: {title} -- {detail}")
+        if self.tracing:
+            self._t(cpu, f"*** {oracle}: {title} -- {detail}")
 
     def _aftermath(self, cpu: Cpu) -> None:
         """Let the offending CPU execute what it fetched, one instruction at a time, so the
@@ -1118,7 +1156,8 @@ class Machine:
             if func_site is not None and not (func_site.func <= pc < func_site.func + 64):
                 break
         for line in f.consequence:
-            self._t(cpu, "consequence: " + line)
+            if self.tracing:
+                self._t(cpu, "consequence: " + line)
 
     # ================================================================ trace helpers
     def _ctx(self, cpu: Cpu) -> str:

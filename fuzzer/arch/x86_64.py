@@ -35,6 +35,7 @@ NEVER = 0xFFFF_FFFF_FFFF_0000  # `until` address that is never reached
 
 _uclib = _ucmod.uclib
 _reg_read = _uclib.uc_reg_read
+_emu_start = _uclib.uc_emu_start
 
 
 def rel32(src_next: int, target: int) -> bytes:
@@ -64,7 +65,7 @@ class X86_64(Arch):
     RULES = (
         Rule(
             "Fetch unit is 1 byte: an instruction fetched while another CPU writes it may mix "
-            "old and new bytes in any combination until a serializing event.",
+            "old and new bytes in any combination (within the window of the next rule).",
             "Intel SDM Vol. 3A 8.1.3 'Handling Self- and Cross-Modifying Code'; the kernel's "
             "text_poke_bp() comment (arch/x86/kernel/alternative.c) relies on exactly this.",
         ),
@@ -308,10 +309,16 @@ class X86Cpu:
 
     def run(self, pc: int, count: int) -> None:
         # Always pass a count (FACTS: mixing counted and uncounted runs flushes the TB cache).
-        try:
-            self.uc.emu_start(pc, NEVER, 0, count)
-        except unicorn.UcError as err:
+        # The raw C entry saves the binding's wrapper on the hottest path; hook exceptions are
+        # still re-raised as the binding would.
+        uc = self.uc
+        uc._hook_exception = None
+        status = _emu_start(self._uch, pc, NEVER, 0, count)
+        if uc._hook_exception is not None:
+            raise uc._hook_exception
+        if status != unicorn.UC_ERR_OK:
             # the fault hooks have already recorded what happened; anything else is a fault too
+            err = unicorn.UcError(status)
             self._hooks.on_fault(self.index, f"emulator error: {err}", self.pc(), only_if_new=True)
 
     def write_text(self, addr: int, data: bytes) -> None:

@@ -1,0 +1,248 @@
+"""The `patchfuzz` command line.
+
+User mistakes (unknown protocol, malformed schedule, missing file, bad CPU count) end in one
+line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+
+from . import ENGINE_VERSION, SCHEDULE_FORMAT
+from .campaign import CampaignResult, fuzz as run_campaign
+from .choices import ScheduleError, parse_schedule_hex
+from .machine import MAX_CPUS, MIN_CPUS, Config, Machine
+from .oracles import ORACLES
+from .protocols import UnknownProtocol, registry, resolve
+from .strategies import STRATEGIES
+
+err_console = Console(stderr=True)
+
+
+class UserError(click.ClickException):
+    """One line, exit code 2."""
+
+    exit_code = 2
+
+    def show(self, file=None) -> None:  # noqa: ARG002 - click's signature
+        click.echo(f"patchfuzz: error: {self.message}", err=True)
+
+
+def _machine(spec: str, cpus: int, stop_machine_serializes: bool | None) -> Machine:
+    if not MIN_CPUS <= cpus <= MAX_CPUS:
+        raise UserError(f"--cpus must be between {MIN_CPUS} and {MAX_CPUS}, got {cpus}")
+    try:
+        cls, variant = resolve(spec)
+    except UnknownProtocol as e:
+        raise UserError(str(e)) from None
+    return Machine(cls, variant, Config(cpus=cpus, stop_machine_serializes=stop_machine_serializes))
+
+
+def _read_schedule(text: str) -> bytes:
+    if text.startswith("@"):
+        path = Path(text[1:])
+        try:
+            raw = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise UserError(f"schedule file not found: {path}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"cannot read schedule file {path}: {e}") from None
+        text = raw
+        where = f" in {path}"
+    else:
+        where = ""
+    try:
+        return parse_schedule_hex(text)
+    except ScheduleError as e:
+        raise UserError(f"{e}{where}; give the schedule as hex digits, e.g. --schedule 00ff10") from None
+
+
+smz_option = click.option(
+    "--stop-machine-serializes/--no-stop-machine-serializes", default=None,
+    help="Override the architecture's assumption that leaving stop_machine serializes.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(ENGINE_VERSION, prog_name="patchfuzz")
+def main() -> None:
+    """patchfuzz: fuzz live kernel text-patching protocols on emulated CPUs."""
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def protocols(as_json: bool) -> None:
+    """List protocols and their variants, one line each."""
+    rows = []
+    for name, cls in registry().items():
+        for variant in cls.variants:
+            exp = cls.expect.get(variant)
+            rows.append({"protocol": name, "variant": variant, "arch": cls.arch,
+                         "expect": exp or "clean", "summary": cls.summary})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    width = max(len(f"{r['protocol']}:{r['variant']}") for r in rows)
+    for r in rows:
+        click.echo(f"{r['protocol'] + ':' + r['variant']:<{width}}  expect {r['expect']:<15} {r['summary']}")
+
+
+@main.command()
+@click.argument("spec", metavar="PROTOCOL[:VARIANT]")
+@click.option("--schedule", "schedule", required=True, metavar="HEX|@FILE",
+              help="Schedule bytes as hex, or @FILE holding the hex.")
+@click.option("--cpus", default=4, show_default=True, type=int)
+@click.option("--trace", is_flag=True, help="Print the event trace.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@smz_option
+def run(spec: str, schedule: str, cpus: int, trace: bool, as_json: bool,
+        stop_machine_serializes: bool | None) -> None:
+    """Replay one schedule and report the verdict."""
+    data = _read_schedule(schedule)
+    machine = _machine(spec, cpus, stop_machine_serializes)
+    result = machine.run(data, trace=True)
+    f = result.finding
+    out = {
+        "protocol": machine.protocol_cls.name,
+        "variant": machine.variant,
+        "cpus": cpus,
+        "verdict": result.verdict,
+        "oracle": f.oracle if f else None,
+        "title": f.title if f else None,
+        "signature": f.signature if f else None,
+        "detail": f.detail if f else None,
+        "consequence": f.consequence if f else [],
+        "steps": result.steps,
+        "completed": result.completed,
+        "schedule_bytes_used": result.schedule_used,
+        "schedule_format": SCHEDULE_FORMAT,
+        "engine_version": ENGINE_VERSION,
+        "trace_sha256": result.trace_sha256,
+    }
+    if trace and as_json:
+        out["trace"] = result.trace
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+    else:
+        if trace:
+            for line in result.trace:
+                click.echo(line)
+            click.echo("")
+        if f:
+            click.echo(f"CRASH [{f.oracle}] {f.title}")
+            click.echo(f"  {f.detail}")
+            for line in f.consequence:
+                click.echo(f"  consequence: {line}")
+            click.echo(f"  signature {f.signature}, step {f.step} on cpu{f.cpu}")
+        else:
+            click.echo(f"clean ({result.steps} steps, protocol {'completed' if result.completed else 'did not complete'})")
+        click.echo(f"trace sha256 {result.trace_sha256}")
+    if f:
+        sys.exit(1)
+
+
+def _progress_table(spec: str, res: CampaignResult) -> Table:
+    t = Table.grid(padding=(0, 2))
+    t.add_row(f"[bold]{spec}[/]", f"{res.schedules} schedules", f"{res.rate:,.0f}/s",
+              f"{res.seconds:.1f}s", f"[red]{len(res.crashes)} findings[/]" if res.crashes else "0 findings")
+    return t
+
+
+@main.command()
+@click.argument("spec", metavar="PROTOCOL[:VARIANT]")
+@click.option("--seconds", type=float, default=None, help="Time budget (default 10 s).")
+@click.option("--schedules", type=int, default=None, help="Schedule budget instead of time.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--cpus", default=4, show_default=True, type=int)
+@click.option("--strategy", default="random", show_default=True,
+              help="Search strategy: " + ", ".join(STRATEGIES))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end.")
+@smz_option
+def fuzz(spec: str, seconds: float | None, schedules: int | None, seed: int, cpus: int,
+         strategy: str, as_json: bool, stop_machine_serializes: bool | None) -> None:
+    """Search schedules for violations; keeps going after a finding."""
+    if seconds is not None and schedules is not None:
+        raise UserError("give --seconds or --schedules, not both")
+    if seconds is None and schedules is None:
+        seconds = 10.0
+    if (seconds is not None and seconds <= 0) or (schedules is not None and schedules <= 0):
+        raise UserError("the budget must be positive")
+    if strategy not in STRATEGIES:
+        raise UserError(f"unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
+    machine = _machine(spec, cpus, stop_machine_serializes)
+    strat = STRATEGIES[strategy](seed=seed)
+    label = f"{machine.protocol_cls.name}:{machine.variant}"
+    live_ok = not as_json and err_console.is_terminal
+
+    def on_crash(rec) -> None:
+        if not as_json:
+            err_console.print(f"[red]new finding[/] after {rec.first_schedule} schedules: "
+                              + escape(f"[{rec.finding.oracle}] {rec.finding.title}"))
+
+    if live_ok:
+        with Live(_progress_table(label, CampaignResult()), console=err_console,
+                  refresh_per_second=4, transient=True) as live:
+            res = run_campaign(machine, strat, schedules=schedules, seconds=seconds,
+                               on_progress=lambda r: live.update(_progress_table(label, r)),
+                               on_crash=on_crash)
+    else:
+        res = run_campaign(machine, strat, schedules=schedules, seconds=seconds,
+                           on_crash=on_crash)
+    if as_json:
+        click.echo(json.dumps({
+            "protocol": machine.protocol_cls.name, "variant": machine.variant, "cpus": cpus,
+            "strategy": strategy, "seed": seed, "schedules": res.schedules,
+            "seconds": round(res.seconds, 3), "schedules_per_second": round(res.rate, 1),
+            "schedule_format": SCHEDULE_FORMAT, "engine_version": ENGINE_VERSION,
+            "crashes": [rec.to_dict() for rec in res.crashes.values()],
+        }, indent=2))
+        return
+    out = Console()
+    out.print(f"[bold]{label}[/]: {res.schedules} schedules in {res.seconds:.1f}s "
+              f"({res.rate:,.0f}/s, {cpus} CPUs, strategy {strategy}, seed {seed})")
+    if not res.crashes:
+        out.print("no findings")
+        return
+    table = Table(title=f"{len(res.crashes)} distinct findings")
+    for col in ("oracle", "title", "signature", "first at", "hits"):
+        table.add_column(col)
+    for rec in res.crashes.values():
+        table.add_row(rec.finding.oracle, rec.finding.title, rec.finding.signature,
+                      f"#{rec.first_schedule} ({rec.first_seconds:.2f}s)", str(rec.hits))
+    out.print(table)
+    for rec in res.crashes.values():
+        out.print(f"replay: patchfuzz run {label} --cpus {cpus} --trace --schedule {rec.schedule.hex()}",
+                  soft_wrap=True, highlight=False)
+
+
+@main.command()
+@click.argument("arch", default="x86_64")
+def rules(arch: str) -> None:
+    """Print an architecture model's rules and the source of each."""
+    from .arch import ARCHES, get_arch
+
+    if arch not in ARCHES:
+        raise UserError(f"unknown architecture {arch!r}; known: {', '.join(ARCHES)}")
+    model = get_arch(arch)
+    click.echo(f"{arch}: fetch unit {model.fetch_unit} byte(s), atomic text store {model.atomic_store} "
+               f"byte(s), store buffer {model.store_buffer}")
+    for i, rule in enumerate(model.RULES, 1):
+        click.echo(f"{i}. {rule.what}\n   source: {rule.source}")
+
+
+@main.command()
+def oracles() -> None:
+    """List the oracle ids and what each detects."""
+    for oid, what in ORACLES.items():
+        click.echo(f"{oid:<22} {what}")
+
+
+if __name__ == "__main__":
+    main()
