@@ -7,8 +7,8 @@ showed it (and its index and time) and counts the hits.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from .machine import Machine
 from .oracles import Finding

@@ -17,7 +17,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from . import ENGINE_VERSION, SCHEDULE_FORMAT
-from .campaign import CampaignResult, fuzz as run_campaign
+from .campaign import CampaignResult
+from .campaign import fuzz as run_campaign
 from .choices import ScheduleError, parse_schedule_hex
 from .machine import MAX_CPUS, MIN_CPUS, Config, Machine
 from .oracles import ORACLES

@@ -83,7 +83,7 @@ class Frame:
 class Cpu:
     __slots__ = (
         "idx", "hw", "views", "stale", "frames", "sb", "online", "ipis", "in_nmi", "preempted",
-        "skip", "stop", "code_frame", "stop_req", "k",
+        "skip", "stop", "code_frame", "stop_req", "k", "preempted_until",
     )
 
     def __init__(self, idx: int, hw, sites: dict[str, SiteState]):
@@ -101,6 +101,7 @@ class Cpu:
         self.ipis: list = []
         self.in_nmi = False
         self.preempted = False
+        self.preempted_until = 0
         self.skip = -1
         self.stop = None
         self.code_frame: Frame | None = None
@@ -246,7 +247,7 @@ class Machine:
             # round robin by default: the next runnable CPU after the one stepped last
             runnable = [c for c in orders[self.last_cpu] if self._runnable(c)]
             if not runnable:
-                if self._drain_all_buffers():
+                if self._drain_all_buffers() or self._end_a_preemption():
                     continue
                 self._stall()
                 break
@@ -269,6 +270,7 @@ class Machine:
         self.tracing = trace
         self.trace: list[str] = []
         self.finding: Finding | None = None
+        self.in_aftermath = False
         self.step = 0
         self.fair_steps = 0
         self.last_cpu = self.ncpus - 1
@@ -360,12 +362,17 @@ class Machine:
     def _runnable(self, cpu: Cpu) -> bool:
         if not cpu.online:
             return False
+        if not (cpu.ipis or cpu.stop_req is not None or cpu.preempted):
+            op = cpu.frames[-1].op  # the common case: nothing pending on this CPU
+            if op is None:
+                return False
+            return not op.blocking or self._ready(cpu, cpu.frames[-1], op)
         if cpu.ipis and self._irqs_on(cpu):
             return True
         if cpu.stop_req is not None and self._can_park(cpu):
             return True
         if cpu.preempted and len(cpu.frames) == 1:
-            return True
+            return self.step >= cpu.preempted_until
         top = cpu.frames[-1]
         op = top.op
         if op is None:
@@ -398,6 +405,8 @@ class Machine:
                 return False
             cpu = cands[ch.byte(0, "preempt cpu") % len(cands)]
             cpu.preempted = True
+            # how many steps the task stays off the CPU (IPIs and NMIs are still taken)
+            cpu.preempted_until = self.step + ch.byte(0, "preempt for")
             cpu.frames[-1].tags["preempt_pc"] = cpu.frames[-1].pc
             if self.tracing:
                 self._t(cpu, f"preempted at {self._sym(cpu.frames[-1].pc)}")
@@ -407,6 +416,15 @@ class Machine:
             return False
         cpu = cands[ch.byte(0, "drain cpu") % len(cands)]
         self._drain(cpu, 1)
+        return True
+
+    def _end_a_preemption(self) -> bool:
+        """Nothing else can run: time passes until the first preempted task is due again."""
+        waiting = [c for c in self.cpus if c.online and c.preempted and len(c.frames) == 1]
+        if not waiting:
+            return False
+        first = min(waiting, key=lambda c: (c.preempted_until, c.idx))
+        first.preempted_until = self.step
         return True
 
     def _preemptible(self, cpu: Cpu) -> bool:
@@ -426,6 +444,8 @@ class Machine:
             self._park(cpu)
             return
         if cpu.preempted and len(cpu.frames) == 1:
+            if self.step < cpu.preempted_until:
+                return
             cpu.preempted = False
             if self.tracing:
                 self._t(cpu, "resumes after preemption (iret, serializing)")
@@ -652,7 +672,7 @@ class Machine:
                 other.stop_req = sm
         return _StopEnter(sm)
 
-    def stop_machine_exit(self, enter: "_StopEnter"):
+    def stop_machine_exit(self, enter: _StopEnter):
         return _StopExit(enter.sm)
 
     def _can_park(self, cpu: Cpu) -> bool:
@@ -880,7 +900,7 @@ class Machine:
             self._check_fetch(cpu, frame, site)
             if self.finding is not None:
                 return
-            cpu.skip = site.addr
+            cpu.skip = frame.pc
         n = ch.byte(0, "slice")
         count = RUN_TO_STOP if n < 192 else n - 191
         cpu.stop = None
@@ -934,13 +954,13 @@ class Machine:
         if addr == cpu.skip:
             cpu.skip = -1
             return
+        if self.in_aftermath:
+            return
         site = self.site_by_addr.get(addr)
-        if site is not None:
-            cpu.stop = ("site", site)
-            cpu.hw.uc.emu_stop()
-        elif self.tracing:
-            if self.tracing:
-                self._t(cpu, f"executes inside a site at {self._sym(addr)}")
+        if site is None:  # an instruction starting inside a site: a fetch point as well
+            site = next(s for lo, hi, s in self._site_ranges if lo <= addr < hi)
+        cpu.stop = ("site", site)
+        cpu.hw.uc.emu_stop()
 
     def _on_trap(self, idx: int, kind: str, pc: int) -> None:
         self.cpus[idx].stop = ("trap", pc)
@@ -954,15 +974,17 @@ class Machine:
     # ================================================================ oracles at fetch
     def _check_fetch(self, cpu: Cpu, frame: Frame, site: SiteState) -> None:
         view = bytes(cpu.views[site.name])
-        ok = site._ok.get(view)
+        off = frame.pc - site.addr
+        key = (view, off)
+        ok = site._ok.get(key)
         if ok is None:
-            ok = site._ok[view] = self._is_intended(site, view)
+            ok = site._ok[key] = self._is_intended(site, view, off)
         if self.tracing:
             label = "new" if view == site.new else "old" if view == site.old else (
                 "trap" if view[:1] == self.arch.trap_insn else "intended" if ok else "TORN")
-            if self.tracing:
-                self._t(cpu, f"fetch {site.name}: {view.hex(' ')} ({label}) "
-                             f"{self.arch.disasm(view, site.addr)}")
+            at = f"{site.name}+{off}" if off else site.name
+            self._t(cpu, f"fetch {at}: {view.hex(' ')} ({label}) "
+                         f"{self.arch.disasm(view[off:], frame.pc)}")
         if not ok:
             self._find(cpu, "torn-fetch", f"torn fetch at {site.name} in {self._ctx(cpu)}",
                        f"executes {view.hex(' ')} = {self.arch.disasm(view, site.addr)}; "
@@ -973,16 +995,26 @@ class Machine:
                        f"executes {self.arch.disasm(view, site.addr)}; old is "
                        f"{self.arch.disasm(site.old, site.addr)}, new is {self.arch.disasm(site.new, site.addr)}")
             return
-        if self.completed and site.truth != site.old:
+        if self.completed and not off and site.truth != site.old:
             lens = self.arch.insn_lengths(site.old)
             if lens and view[:lens[0]] == site.old[:lens[0]]:
                 self._find(cpu, "stale-after-complete",
                            f"stale {site.name} executed after completion in {self._ctx(cpu)}",
                            f"executes old {view.hex(' ')}; memory holds {bytes(site.truth).hex(' ')}")
 
-    def _is_intended(self, site: SiteState, view: bytes):
-        """True if the instruction about to execute is the start of a whole version the site
-        was written to; _FOREIGN if it is, but that version is neither old, new nor a trap."""
+    def _is_intended(self, site: SiteState, view: bytes, off: int = 0):
+        """True if the instruction about to execute at `off` is a whole instruction of a
+        version the site was written to; _FOREIGN if it is, but that version is neither old,
+        new nor a trap."""
+        if off:
+            lens = self.arch.insn_lengths(view[off:])
+            if not lens:
+                return False
+            n = lens[0]
+            return any(off in self._boundaries(v) and v[:1] != self.arch.trap_insn
+                       and v[off:off + n] == view[off:off + n]
+                       and self.arch.insn_lengths(v[off:])[:1] == (n,)
+                       for v in site.intended | {site.old, site.new})
         lens = self.arch.insn_lengths(view)
         if not lens:
             return False
@@ -1005,18 +1037,24 @@ class Machine:
         for lo, hi, site in self._site_ranges:
             if lo < pc < hi:
                 view = bytes(cpu.views[site.name])
-                ok = False
-                if view in site.intended and view[:1] != self.arch.trap_insn:
-                    offs, acc = set(), 0
-                    for n in self.arch.insn_lengths(view):
-                        acc += n
-                        offs.add(acc)
-                    ok = (pc - lo) in offs
+                off = pc - lo
+                # fine only if what follows is still the rest of a whole version that has an
+                # instruction boundary here (e.g. the untouched tail of old multi-byte NOPs)
+                ok = any(v[:1] != self.arch.trap_insn and v[off:] == view[off:]
+                         and off in self._boundaries(v)
+                         for v in site.intended | {site.old, site.new})
                 if not ok:
                     self._find(cpu, "mid-insn-resume",
                                f"resume inside {site.name} after {after}",
                                f"resumes at {self._sym(pc)} while the site holds {view.hex(' ')}")
                 return
+
+    def _boundaries(self, code: bytes) -> set[int]:
+        offs, acc = set(), 0
+        for n in self.arch.insn_lengths(code):
+            acc += n
+            offs.add(acc)
+        return offs
 
     # ================================================================ traps, NMIs, IPIs
     def _trap(self, cpu: Cpu, addr: int, foreign: bool) -> None:
@@ -1131,6 +1169,7 @@ class Machine:
         frame = cpu.code_frame
         if frame is None:
             return
+        self.in_aftermath = True
         hw = cpu.hw
         pc = frame.pc
         func_site = next((s for s in self.sites.values() if s.func <= pc < s.func + 64), None)
@@ -1192,8 +1231,17 @@ _FOREIGN = "foreign"  # a whole written version that is neither old nor new
 
 
 def _fmt(v: Any) -> str:
+    """Trace rendering of protocol values: bytes as hex, addresses as hex, tuples recursively."""
     if isinstance(v, (bytes, bytearray)):
-        return bytes(v).hex(" ")
+        return "[" + bytes(v).hex(" ") + "]"
+    if isinstance(v, bool) or v is None:
+        return repr(v)
+    if isinstance(v, int):
+        return hex(v) if v >= 0x10000 else str(v)
+    if isinstance(v, tuple):
+        return "(" + ", ".join(_fmt(x) for x in v) + ")"
+    if isinstance(v, str):
+        return v
     return repr(v)
 
 

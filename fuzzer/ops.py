@@ -7,8 +7,9 @@ frame wait until `Machine._ready()` says the op can proceed; everything else tak
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 
 class Op:

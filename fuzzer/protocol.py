@@ -8,9 +8,10 @@ through `k`, the kernel interface of the CPU they run on.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 from . import ops
 from .ops import NOT_MINE, Emulate

@@ -9,8 +9,8 @@ so that a verdict can be argued with a maintainer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -68,10 +68,10 @@ class Arch:
     RULES: tuple[Rule, ...] = ()
 
     # ---- image and registers -------------------------------------------------------------
-    def build_image(self, sites: dict[str, "object"], calls_irqs_off: bool = True) -> Image:
+    def build_image(self, sites: dict[str, object], calls_irqs_off: bool = True) -> Image:
         raise NotImplementedError
 
-    def new_cpu(self, image: Image, cpu_index: int, hooks: "CpuHooks"):
+    def new_cpu(self, image: Image, cpu_index: int, hooks: CpuHooks):
         """Create the emulator for one CPU with its own copy (view) of the text."""
         raise NotImplementedError
 

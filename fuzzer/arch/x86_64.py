@@ -232,7 +232,7 @@ class X86_64(Arch):
         raise TypeError(spec)
 
     # ---- CPUs ------------------------------------------------------------------------------
-    def new_cpu(self, image: Image, cpu_index: int, hooks: CpuHooks) -> "X86Cpu":
+    def new_cpu(self, image: Image, cpu_index: int, hooks: CpuHooks) -> X86Cpu:
         return X86Cpu(image, cpu_index, hooks)
 
 
@@ -280,7 +280,7 @@ class X86Cpu:
             self._hooks.on_fault(self.index, f"exception vector {intno}", self.pc())
         uc.emu_stop()
 
-    def _on_invalid(self, uc):
+    def _on_invalid(self, uc, _user_data=None):  # unicorn calls it as (uc, user_data)
         self._hooks.on_fault(self.index, "invalid opcode", self.pc())
         return False
 
