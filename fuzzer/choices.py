@@ -19,14 +19,12 @@ class ScheduleError(ValueError):
 
 
 class Choices:
-    __slots__ = ("data", "pos", "n", "log")
+    __slots__ = ("data", "pos", "n")
 
-    def __init__(self, data: bytes, log: bool = False):
+    def __init__(self, data: bytes):
         self.data = bytes(data)
         self.pos = 0
         self.n = len(self.data)
-        # (position, value) of each draw, when a strategy needs to know where decisions sit
-        self.log: list[tuple[int, str]] | None = [] if log else None
 
     @property
     def exhausted(self) -> bool:
@@ -38,8 +36,6 @@ class Choices:
         if pos >= self.n:
             return default
         self.pos = pos + 1
-        if self.log is not None:
-            self.log.append((pos, what))
         return self.data[pos]
 
 

@@ -166,7 +166,6 @@ class RunResult:
     trace: list[str]
     completed: bool
     schedule_used: int
-    features: list[int] = field(default_factory=list)
 
     @property
     def verdict(self) -> str:
@@ -280,7 +279,6 @@ class Machine:
         self.freed: set[str] = set()
         self.locks: dict[str, Lock] = {}
         self.tasks_left = 0
-        self.stop_machine: _StopMachineState | None = None
         for s in self.sites.values():
             s.reset()
         proto = self.proto
@@ -407,7 +405,6 @@ class Machine:
             cpu.preempted = True
             # how many steps the task stays off the CPU (IPIs and NMIs are still taken)
             cpu.preempted_until = self.step + ch.byte(0, "preempt for")
-            cpu.frames[-1].tags["preempt_pc"] = cpu.frames[-1].pc
             if self.tracing:
                 self._t(cpu, f"preempted at {self._sym(cpu.frames[-1].pc)}")
             return True
@@ -633,7 +630,6 @@ class Machine:
         sm = op.sm
         sm.released = True
         frame.irqs_off = False
-        self.stop_machine = None
         self._drain(cpu, len(cpu.sb))
         if self.tracing:
             self._t(cpu, "stop_machine: release")
@@ -664,7 +660,6 @@ class Machine:
     # ---- stop_machine --------------------------------------------------------------------
     def stop_machine_enter(self, cpu_idx: int):
         sm = _StopMachineState(cpu_idx)
-        self.stop_machine = sm
         cpu = self.cpus[cpu_idx]
         self._drain(cpu, len(cpu.sb))
         for other in self.cpus:

@@ -10,7 +10,7 @@ so that a verdict can be argued with a maintainer.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,6 @@ class Image:
     thread_entry: int  # the caller loop run by every thread context
     nmi_entry: int  # NMI handler: calls traced functions, ends in the stop instruction
     foreign_trap: int  # address of a breakpoint owned by someone else (a kprobe)
-    stacks: dict[str, int] = field(default_factory=dict)
 
 
 class Arch:

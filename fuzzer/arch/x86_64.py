@@ -222,14 +222,7 @@ class X86_64(Arch):
             thread_entry=loop,
             nmi_entry=nmi,
             foreign_trap=symbols["kprobed_func"],
-            stacks={"thread": THREAD_STACK_TOP, "nmi": NMI_STACK_TOP},
         )
-
-    def resolve(self, image: Image, spec) -> bytes:
-        """Turn a site's version spec (bytes, or ('call'|'jmp', symbol)) into bytes."""
-        if isinstance(spec, (bytes, bytearray)):
-            return bytes(spec)
-        raise TypeError(spec)
 
     # ---- CPUs ------------------------------------------------------------------------------
     def new_cpu(self, image: Image, cpu_index: int, hooks: CpuHooks) -> X86Cpu:
