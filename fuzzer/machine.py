@@ -244,14 +244,30 @@ class Machine:
                 if self._event(ev):
                     continue
             # round robin by default: the next runnable CPU after the one stepped last
-            runnable = [c for c in orders[self.last_cpu] if self._runnable(c)]
+            runnable = []
+            for c in orders[self.last_cpu]:
+                if not c.online:
+                    continue
+                if c.ipis or c.stop_req is not None or c.preempted:
+                    if self._runnable(c):
+                        runnable.append(c)
+                    continue
+                top = c.frames[-1]
+                op = top.op
+                if op is not None and (not op.blocking or self._ready(c, top, op)):
+                    runnable.append(c)
             if not runnable:
                 if self._drain_all_buffers() or self._end_a_preemption():
                     continue
                 self._stall()
                 break
-            pick = ch.byte(0, "cpu")
-            cpu = runnable[pick % len(runnable)]
+            pick = ch.byte(-1, "cpu")
+            if pick >= 0:
+                cpu = runnable[pick % len(runnable)]
+            else:
+                # Default once the schedule is used up: protocol work first (it is finite, so
+                # this stays fair), then round robin over the CPUs running code.
+                cpu = next((c for c in runnable if self._has_protocol_work(c)), runnable[0])
             self.last_cpu = cpu.idx
             self._step_cpu(cpu)
         if self.finding is not None and self.finding.oracle in ("torn-fetch", "mid-insn-resume"):
@@ -415,6 +431,11 @@ class Machine:
         self._drain(cpu, 1)
         return True
 
+    def _has_protocol_work(self, cpu: Cpu) -> bool:
+        top = cpu.frames[-1]
+        return (type(top.op) is not ops.RunCode or top.kind != "thread" or bool(cpu.ipis)
+                or cpu.stop_req is not None or cpu.preempted)
+
     def _end_a_preemption(self) -> bool:
         """Nothing else can run: time passes until the first preempted task is due again."""
         waiting = [c for c in self.cpus if c.online and c.preempted and len(c.frames) == 1]
@@ -435,6 +456,7 @@ class Machine:
             d = ch.byte(255, "drain")
             self._drain(cpu, len(cpu.sb) if d == 255 else d % (len(cpu.sb) + 1))
         if cpu.ipis and self._irqs_on(cpu) and ch.byte(0, "take ipi") < 160:
+            # The handler is atomic and serializing; the CPU then carries on in this step.
             self._take_ipi(cpu)
             return
         if cpu.stop_req is not None and self._can_park(cpu):
@@ -901,14 +923,15 @@ class Machine:
         cpu.stop = None
         hw.run(frame.pc, count)
         cpu.skip = -1
-        frame.pc = pc = hw.pc()
         stop = cpu.stop
         if stop is None:
+            frame.pc = pc = hw.pc()
             if pc in self.end_pcs:
                 self._end_code(cpu, frame)
             return
         kind = stop[0]
         if kind == "site":
+            frame.pc = stop[2]
             # The fetch of this instruction starts now: the instruction cache is coherent, so
             # it starts from memory as it is; only stores landing before it executes can mix.
             site = stop[1]
@@ -916,8 +939,10 @@ class Machine:
             if site in cpu.stale:
                 self._sync_view(cpu, site)
         elif kind == "trap":
+            frame.pc = stop[1] + len(self.arch.trap_insn)
             self._trap(cpu, stop[1], foreign=False)
         else:
+            frame.pc = hw.pc()
             self._guest_fault(cpu, frame, stop[1], stop[2])
 
     def _start_code(self, cpu: Cpu, frame: Frame, op) -> None:
@@ -944,18 +969,18 @@ class Machine:
         self._advance(cpu, frame, None)
 
     # hooks, called from inside the emulator
-    def _on_site(self, idx: int, addr: int) -> None:
+    def _on_site(self, idx: int, addr: int) -> bool:
         cpu = self.cpus[idx]
         if addr == cpu.skip:
             cpu.skip = -1
-            return
+            return False
         if self.in_aftermath:
-            return
+            return False
         site = self.site_by_addr.get(addr)
         if site is None:  # an instruction starting inside a site: a fetch point as well
             site = next(s for lo, hi, s in self._site_ranges if lo <= addr < hi)
-        cpu.stop = ("site", site)
-        cpu.hw.uc.emu_stop()
+        cpu.stop = ("site", site, addr)
+        return True  # the CPU stops in front of this instruction
 
     def _on_trap(self, idx: int, kind: str, pc: int) -> None:
         self.cpus[idx].stop = ("trap", pc)

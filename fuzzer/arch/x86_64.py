@@ -36,6 +36,12 @@ NEVER = 0xFFFF_FFFF_FFFF_0000  # `until` address that is never reached
 _uclib = _ucmod.uclib
 _reg_read = _uclib.uc_reg_read
 _emu_start = _uclib.uc_emu_start
+_uc_ctl = _uclib.uc_ctl
+_uc_emu_stop = _uclib.uc_emu_stop
+_uc_hook_add = _uclib.uc_hook_add
+_HOOK_CODE_CFUNC = _ucmod.HOOK_CODE_CFUNC
+# uc_ctl(uc, UC_CTL_TB_REMOVE_CACHE | write, lo, hi), encoded as the binding's ctl() does
+_CTL_REMOVE_CACHE = (unicorn.UC_CTL_IO_WRITE << 30) | (2 << 26) | unicorn.UC_CTL_TB_REMOVE_CACHE
 
 
 def rel32(src_next: int, target: int) -> bytes:
@@ -236,15 +242,30 @@ class X86Cpu:
         uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
         self.uc = uc
         self.index = index
-        uc.mem_map(TEXT_BASE, TEXT_SIZE, unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC)
-        uc.mem_write(TEXT_BASE, image.text)
+        # The text is mapped from a buffer we own, so a view update is a slice assignment
+        # (plus the translation-cache flush) instead of a trip through mem_write.
+        self._text_buf = (ctypes.c_ubyte * TEXT_SIZE)()
+        self._text = memoryview(self._text_buf).cast("B")
+        self._text[: len(image.text)] = image.text
+        uc.mem_map_ptr(TEXT_BASE, TEXT_SIZE, unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC,
+                       ctypes.addressof(self._text_buf))
         uc.mem_map(STACK_BASE, STACK_SIZE, unicorn.UC_PROT_READ | unicorn.UC_PROT_WRITE)
         self._hooks = hooks
         self._pcval = ctypes.c_uint64()
         self._pcref = ctypes.byref(self._pcval)
         self._uch = uc._uch
+        # The site hook runs at every site execution: registered through the C API directly,
+        # without the binding's per-call wrapper layers. It only records and stops.
+        self._site_cb = _HOOK_CODE_CFUNC(self._on_site)
+        self._hook_handles = []
         for site in image.sites.values():
-            uc.hook_add(unicorn.UC_HOOK_CODE, self._on_site, None, site.addr, site.addr + site.size - 1)
+            handle = _ucmod.uc_hook_h()
+            status = _uc_hook_add(self._uch, ctypes.byref(handle), unicorn.UC_HOOK_CODE,
+                                  self._site_cb, None, ctypes.c_uint64(site.addr),
+                                  ctypes.c_uint64(site.addr + site.size - 1))
+            if status != unicorn.UC_ERR_OK:
+                raise unicorn.UcError(status)
+            self._hook_handles.append(handle)
         uc.hook_add(unicorn.UC_HOOK_INTR, self._on_intr)
         uc.hook_add(unicorn.UC_HOOK_INSN_INVALID, self._on_invalid)
         uc.hook_add(
@@ -263,8 +284,9 @@ class X86Cpu:
         self.thread_context = uc.context_save()
 
     # hooks: keep them tiny, they are on the emulator's path
-    def _on_site(self, uc, addr, size, _):
-        self._hooks.on_site(self.index, addr)
+    def _on_site(self, _uch, addr, _size, _user_data):
+        if self._hooks.on_site(self.index, addr):
+            _uc_emu_stop(self._uch)
 
     def _on_intr(self, uc, intno, _):
         if intno == 3:
@@ -317,8 +339,12 @@ class X86Cpu:
     def write_text(self, addr: int, data: bytes) -> None:
         """Change this CPU's view and drop its stale translations (FACTS: unicorn does not
         notice host-side writes)."""
-        self.uc.mem_write(addr, bytes(data))
-        self.uc.ctl_remove_cache(addr, addr + len(data))
+        off = addr - TEXT_BASE
+        self._text[off : off + len(data)] = data
+        status = _uc_ctl(self._uch, _CTL_REMOVE_CACHE, ctypes.c_uint64(addr),
+                         ctypes.c_uint64(addr + len(data)))
+        if status != unicorn.UC_ERR_OK:
+            raise unicorn.UcError(status)
 
     def save(self):
         return self.uc.context_save()
