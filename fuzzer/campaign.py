@@ -44,6 +44,8 @@ class CampaignResult:
     schedules: int = 0
     seconds: float = 0.0
     crashes: dict[str, CrashRecord] = field(default_factory=dict)
+    exhausted: bool = False  # the strategy covered everything it could try (exhaustive)
+    stats: dict = field(default_factory=dict)  # strategy figures: coverage, corpus size, ...
 
     @property
     def rate(self) -> float:
@@ -60,10 +62,16 @@ def fuzz(
     on_crash: Callable[[CrashRecord], None] | None = None,
     progress_every: float = 0.25,
 ) -> CampaignResult:
-    """Run until `schedules` runs or `seconds` elapse (whichever is given; both: first hit)."""
+    """Run until `schedules` runs or `seconds` elapse (whichever is given; both: first hit),
+    or until the strategy has nothing left to try (`CampaignResult.exhausted`)."""
     if schedules is None and seconds is None:
         raise ValueError("give schedules or seconds")
     res = CampaignResult()
+    external = getattr(strategy, "run_campaign", None)
+    if external is not None:  # the strategy runs its own loop (atheris, in a subprocess)
+        return external(machine, res, schedules=schedules, seconds=seconds,
+                        on_progress=on_progress, on_crash=on_crash)
+    strategy.bind(machine)
     start = time.perf_counter()
     next_report = start + progress_every
     while True:
@@ -72,26 +80,33 @@ def fuzz(
         now = time.perf_counter()
         if seconds is not None and now - start >= seconds:
             break
-        sched = strategy.next_schedule()
-        if sched is None:
+        run = strategy.next_run()
+        if run is None:
+            res.exhausted = True
             break
-        result = machine.run(sched)
+        result = machine.run(run.schedule, source=run.source, coverage=strategy.wants_coverage)
         res.schedules += 1
-        strategy.observe(sched, result)
-        f = result.finding
-        if f is not None:
-            sig = f.signature
-            rec = res.crashes.get(sig)
-            if rec is None:
-                rec = res.crashes[sig] = CrashRecord(f, sched, res.schedules,
-                                                     time.perf_counter() - start)
-                if on_crash:
-                    on_crash(rec)
-            else:
-                rec.hits += 1
+        strategy.observe(run, result)
+        if result.finding is not None and not result.abandoned:
+            record_finding(res, result.finding, result.schedule, time.perf_counter() - start, on_crash)
         if on_progress and now >= next_report:
             res.seconds = now - start
+            res.stats = strategy.stats()
             on_progress(res)
             next_report = now + progress_every
     res.seconds = time.perf_counter() - start
+    res.stats = strategy.stats()
     return res
+
+
+def record_finding(res: CampaignResult, finding: Finding, schedule: bytes, seconds: float,
+                   on_crash: Callable[[CrashRecord], None] | None = None) -> CrashRecord:
+    """Keep one record per signature: the first schedule, and a hit count."""
+    rec = res.crashes.get(finding.signature)
+    if rec is None:
+        rec = res.crashes[finding.signature] = CrashRecord(finding, schedule, res.schedules, seconds)
+        if on_crash:
+            on_crash(rec)
+    else:
+        rec.hits += 1
+    return rec

@@ -14,6 +14,7 @@ schedule.
 from __future__ import annotations
 
 import hashlib
+import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 from . import ops
 from .arch import get_arch
 from .arch.base import CpuHooks
-from .choices import Choices
+from .choices import Abandon, Choices
 from .oracles import Finding
 from .protocol import Call, Jmp, K, Protocol
 
@@ -166,6 +167,9 @@ class RunResult:
     trace: list[str]
     completed: bool
     schedule_used: int
+    schedule: bytes = b""  # the bytes that replay this run (recorded when a source steered it)
+    features: list[int] | None = None  # interleaving coverage, when asked for
+    abandoned: bool = False  # the choice source stopped the run early (pruned)
 
     @property
     def verdict(self) -> str:
@@ -218,8 +222,30 @@ class Machine:
         return bytes(spec)
 
     # ================================================================ run
-    def run(self, schedule: bytes, trace: bool = False) -> RunResult:
-        self._reset(schedule, trace)
+    def run(self, schedule: bytes = b"", trace: bool = False, source=None,
+            coverage: bool = False) -> RunResult:
+        """Run one schedule. `source` (a ChoiceSource) steers the run instead of bytes;
+        `coverage` collects interleaving features in `RunResult.features`."""
+        self._reset(schedule, trace, source, coverage)
+        try:
+            self._loop()
+        except Abandon:
+            return RunResult(finding=None, steps=self.step, trace=self.trace, completed=False,
+                             schedule_used=len(self.ch.used), schedule=self.ch.used,
+                             features=self.cov, abandoned=True)
+        if self.finding is not None and self.finding.oracle in ("torn-fetch", "mid-insn-resume"):
+            self._aftermath(self.cpus[self.finding.cpu])
+        return RunResult(
+            finding=self.finding,
+            steps=self.step,
+            trace=self.trace,
+            completed=self.completed,
+            schedule_used=len(self.ch.used),
+            schedule=self.ch.used,
+            features=self.cov,
+        )
+
+    def _loop(self) -> None:
         ch = self.ch
         cpus = self.cpus
         n = self.ncpus
@@ -261,7 +287,7 @@ class Machine:
                     continue
                 self._stall()
                 break
-            pick = ch.byte(-1, "cpu")
+            pick = ch.byte(-1, "cpu", len(runnable), self._opts(runnable))
             if pick >= 0:
                 cpu = runnable[pick % len(runnable)]
             else:
@@ -270,18 +296,12 @@ class Machine:
                 cpu = next((c for c in runnable if self._has_protocol_work(c)), runnable[0])
             self.last_cpu = cpu.idx
             self._step_cpu(cpu)
-        if self.finding is not None and self.finding.oracle in ("torn-fetch", "mid-insn-resume"):
-            self._aftermath(self.cpus[self.finding.cpu])
-        return RunResult(
-            finding=self.finding,
-            steps=self.step,
-            trace=self.trace,
-            completed=self.completed,
-            schedule_used=ch.pos,
-        )
 
-    def _reset(self, schedule: bytes, trace: bool) -> None:
-        self.ch = Choices(schedule)
+    def _reset(self, schedule: bytes, trace: bool, source=None, coverage: bool = False) -> None:
+        self.ch = Choices(schedule, source)
+        self.cov: list[int] | None = [] if coverage else None
+        self.progress = 0  # ops executed by the protocol's tasks: "which patcher step"
+        self.writer: dict[str, str] = {}  # var -> who wrote the value memory holds
         self.tracing = trace
         self.trace: list[str] = []
         self.finding: Finding | None = None
@@ -335,6 +355,8 @@ class Machine:
 
     def _advance(self, cpu: Cpu, frame: Frame, value: Any) -> None:
         """Run the frame's Python code up to its next op (or its end)."""
+        if frame.task:
+            self.progress += 1
         try:
             frame.op = frame.gen.send(value)
         except StopIteration as stop:
@@ -403,22 +425,24 @@ class Machine:
             cands = [c for c in online if not c.in_nmi]
             if not cands:
                 return False
-            cpu = cands[ch.byte(0, "nmi cpu") % len(cands)]
+            cpu = cands[ch.byte(0, "nmi cpu", len(cands), self._opts(cands)) % len(cands)]
             self._nmi(cpu)
             return True
         if ev < EV_PREEMPT:
             cands = [c for c in online if c.frames[-1].code_active and not c.preempted]
             if not cands:
                 return False
-            cpu = cands[ch.byte(0, "trap cpu") % len(cands)]
+            cpu = cands[ch.byte(0, "trap cpu", len(cands), self._opts(cands)) % len(cands)]
             self._foreign_trap(cpu)
             return True
         if ev < EV_DRAIN:
             cands = [c for c in online if self._preemptible(c)]
             if not cands:
                 return False
-            cpu = cands[ch.byte(0, "preempt cpu") % len(cands)]
+            cpu = cands[ch.byte(0, "preempt cpu", len(cands), self._opts(cands)) % len(cands)]
             cpu.preempted = True
+            if self.cov is not None:
+                self._feat("preempt", self.progress, cpu.frames[-1].at_site is not None)
             # how many steps the task stays off the CPU (IPIs and NMIs are still taken)
             cpu.preempted_until = self.step + ch.byte(0, "preempt for")
             if self.tracing:
@@ -427,9 +451,16 @@ class Machine:
         cands = [c for c in self.cpus if c.sb]
         if not cands:
             return False
-        cpu = cands[ch.byte(0, "drain cpu") % len(cands)]
+        cpu = cands[ch.byte(0, "drain cpu", len(cands), self._opts(cands)) % len(cands)]
         self._drain(cpu, 1)
         return True
+
+    def _opts(self, cpus: list) -> tuple[int, ...] | None:
+        return tuple(c.idx for c in cpus) if self.ch.source is not None else None
+
+    def _feat(self, *parts: Any) -> None:
+        """One interleaving-coverage feature (crc32, not hash(): str hashing is randomized)."""
+        self.cov.append(zlib.crc32(repr(parts).encode()))
 
     def _has_protocol_work(self, cpu: Cpu) -> bool:
         top = cpu.frames[-1]
@@ -453,7 +484,7 @@ class Machine:
     def _step_cpu(self, cpu: Cpu) -> None:
         ch = self.ch
         if cpu.sb:
-            d = ch.byte(255, "drain")
+            d = ch.byte(255, "drain", len(cpu.sb) + 1)
             self._drain(cpu, len(cpu.sb) if d == 255 else d % (len(cpu.sb) + 1))
         if cpu.ipis and self._irqs_on(cpu) and ch.byte(0, "take ipi") < 160:
             # The handler is atomic and serializing; the CPU then carries on in this step.
@@ -490,6 +521,8 @@ class Machine:
 
     def _op_load(self, cpu, frame, op):
         v = self._load(cpu, op.var, frame)
+        if self.cov is not None:
+            self._feat("rf", op.var, self.writer.get(op.var), frame.kind, self.progress)
         if self.finding is None:
             if self.tracing:
                 self._t(cpu, f"load {op.var} -> {_fmt(v)}")
@@ -518,6 +551,9 @@ class Machine:
         old = self.mem.get(op.var, 0)
         new, result = op.fn(old)
         self.mem[op.var] = new
+        if self.cov is not None:
+            self._feat("rmw", op.var, self.writer.get(op.var), frame.kind, self.progress, result)
+        self.writer[op.var] = frame.task or frame.kind
         if self.tracing:
             self._t(cpu, f"{op.name}({op.var}): {_fmt(old)} -> {_fmt(new)}")
         self._advance(cpu, frame, result)
@@ -628,6 +664,9 @@ class Machine:
         else:
             lock.owner = frame
         frame.tags.pop("waits", None)
+        if self.cov is not None:
+            held = tuple(sorted(n for n, lk in self.locks.items() if lk.owner is frame or frame in lk.readers))
+            self._feat("lock", op.lock, op.mode, frame.task or frame.kind, held)
         if self.tracing:
             self._t(cpu, f"{'read-' if op.mode == 'read' else 'write-' if op.mode == 'write' else ''}lock {op.lock}")
         self._advance(cpu, frame, None)
@@ -838,6 +877,9 @@ class Machine:
                     self._t(cpu, f"drain: {site.name}+{off} = {data.hex(' ')} reaches memory")
             else:
                 self.mem[key] = value
+                self.writer[key] = "patcher-cpu" if cpu.idx == 0 else "cpu"
+                if self.cov is not None:
+                    self._feat("drain", key, self.progress)
                 if self.tracing:
                     self._t(cpu, f"drain: {key} = {_fmt(value)} reaches memory")
 
@@ -1005,6 +1047,10 @@ class Machine:
             at = f"{site.name}+{off}" if off else site.name
             self._t(cpu, f"fetch {at}: {view.hex(' ')} ({label}) "
                          f"{self.arch.disasm(view[off:], frame.pc)}")
+        if self.cov is not None:
+            mix = tuple(0 if view[i] == site.old[i] else 1 if view[i] == site.new[i] else 2
+                        for i in range(site.size))
+            self._feat("fetch", site.name, frame.kind, self.progress, off, mix)
         if not ok:
             self._find(cpu, "torn-fetch", f"torn fetch at {site.name} in {self._ctx(cpu)}",
                        f"executes {view.hex(' ')} = {self.arch.disasm(view, site.addr)}; "
@@ -1078,6 +1124,8 @@ class Machine:
 
     # ================================================================ traps, NMIs, IPIs
     def _trap(self, cpu: Cpu, addr: int, foreign: bool) -> None:
+        if self.cov is not None:
+            self._feat("trap", addr, foreign, cpu.frames[-1].kind, self.progress)
         if self.tracing:
             self._t(cpu, f"int3 at {self._sym(addr)}" + (" (foreign: kprobe)" if foreign else ""))
         self._serialize(cpu)  # exception entry
@@ -1096,6 +1144,8 @@ class Machine:
         self._push(cpu, frame)
 
     def _foreign_trap(self, cpu: Cpu) -> None:
+        if self.cov is not None:
+            self._feat("foreign", cpu.frames[-1].kind, self.progress)
         self._trap(cpu, self.image.foreign_trap, foreign=True)
 
     def _trap_return(self, cpu: Cpu, frame: Frame, result) -> None:
@@ -1139,6 +1189,8 @@ class Machine:
             self._check_resume(cpu, "int3")
 
     def _nmi(self, cpu: Cpu) -> None:
+        if self.cov is not None:
+            self._feat("nmi", cpu.frames[-1].kind, cpu.idx == 0, self.progress)
         cpu.in_nmi = True
         if self.tracing:
             self._t(cpu, "NMI (serializing)")
@@ -1155,6 +1207,8 @@ class Machine:
         self._push(cpu, Frame("nmi", nmi(), k, irqs_off=True))
 
     def _take_ipi(self, cpu: Cpu) -> None:
+        if self.cov is not None:
+            self._feat("ipi", self.progress, cpu.frames[-1].at_site is not None)
         self._serialize(cpu)
         for sync in cpu.ipis:
             sync.pending.discard(cpu.idx)

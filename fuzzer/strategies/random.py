@@ -4,22 +4,33 @@ from __future__ import annotations
 
 import random
 
-from ..machine import RunResult
+from ..machine import Machine, RunResult
+from .base import Run
 
 DEFAULT_MAX_LEN = 256
 
 
 class RandomStrategy:
     name = "random"
+    wants_coverage = False
 
-    def __init__(self, seed: int = 0, max_len: int = DEFAULT_MAX_LEN):
+    def __init__(self, seed: int = 0, max_len: int = DEFAULT_MAX_LEN, **_ignored):
         # a private generator: the campaign is a pure function of the seed
         self._rng = random.Random(seed)
         self.max_len = max_len
+
+    def bind(self, machine: Machine) -> None:
+        return None
 
     def next_schedule(self) -> bytes:
         rng = self._rng
         return rng.randbytes(rng.randint(0, self.max_len))
 
-    def observe(self, schedule: bytes, result: RunResult) -> None:
+    def next_run(self) -> Run:
+        return Run(self.next_schedule())
+
+    def observe(self, run: Run, result: RunResult) -> None:
         return None
+
+    def stats(self) -> dict:
+        return {}
