@@ -1,29 +1,35 @@
-"""Benchmarks: `python -m fuzzer.bench` (or `make bench`).
+"""Benchmarks behind `patchfuzz bench` (also `python -m fuzzer.bench`, `make bench`).
 
-Prints, measured in one run:
-* schedules/s on the reference scenario (x86/text_poke_bp:correct, 4 CPUs, random schedules),
-  steps per schedule and microseconds per scheduling step;
-* the emulator floor in the same run: one `emu_start` that executes a site and stops at the
-  next one, which is the least a code step can cost, and the ratio step cost / floor;
-* for every protocol variant: schedules and seconds until random search first reports the
-  expected oracle (or that it stayed clean within the budget).
+* Throughput on the reference scenario (x86/text_poke_bp:correct, 4 CPUs, random schedules):
+  schedules/s, steps per schedule, microseconds per step, and the emulator floor measured in the
+  same process (the cheapest code step), as the ratio step / floor. Median of three passes.
+* Search: for each buggy variant and each strategy, K trials with different seeds and a time
+  cap; success rate, median seconds and median schedules to the first finding of the expected
+  oracle, and schedules per second. A trial that finds nothing counts as infinitely slow, so a
+  median exists only when at least half the trials succeed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
+import statistics
 import time
 
+from .campaign import fuzz
 from .machine import Config, Machine
 from .protocols import registry, resolve
+from .strategies import STRATEGIES
 from .strategies.random import RandomStrategy
+
+REFERENCE = "x86/text_poke_bp:correct"
 
 
 def emulator_floor(m: Machine, n: int = 20000) -> float:
     """Microseconds of the cheapest code step: enter the emulator at the caller loop, run the
-    call, stop (Python hook) in front of the first patch site."""
+    call, stop (site hook) in front of the first patch site."""
     hw = m.cpus[1].hw
     m.run(b"")  # warm translations
     entry = m.image.thread_entry
@@ -36,9 +42,9 @@ def emulator_floor(m: Machine, n: int = 20000) -> float:
     return per
 
 
-def throughput(spec: str, cpus: int, count: int, seed: int, repeat: int = 3) -> dict:
-    """Median of `repeat` timed passes over the same schedules (this VM is noisy), and the
-    emulator floor measured right after each pass."""
+def throughput(spec: str = REFERENCE, cpus: int = 4, count: int = 3000, seed: int = 0,
+               repeat: int = 3) -> dict:
+    """Median of `repeat` timed passes over the same schedules (this VM is noisy)."""
     cls, variant = resolve(spec)
     m = Machine(cls, variant, Config(cpus=cpus))
     strat = RandomStrategy(seed=seed)
@@ -56,57 +62,108 @@ def throughput(spec: str, cpus: int, count: int, seed: int, repeat: int = 3) -> 
     return {
         "scenario": spec, "cpus": cpus, "schedules": count, "repeats": repeat,
         "all_schedules_per_second": [round(count / p[0], 1) for p in passes],
-        "seconds": round(dt, 3),
         "schedules_per_second": round(count / dt, 1), "steps_per_schedule": round(steps / count, 1),
         "us_per_step": round(per_step, 2), "emu_start_floor_us": round(floor, 2),
         "step_over_floor": round(per_step / floor, 2),
     }
 
 
-def time_to_find(spec: str, cpus: int, seed: int, cap_s: float) -> dict:
+def buggy_variants() -> list[str]:
+    return [f"{name}:{v}" for name, cls in registry().items()
+            for v in cls.variants if cls.expect.get(v)]
+
+
+def trial(spec: str, strategy: str, seed: int, cap_s: float, cpus: int, **kwargs) -> dict:
     cls, variant = resolve(spec)
-    want = cls.expect.get(variant)
-    m = Machine(cls, variant, Config(cpus=cpus))
-    strat = RandomStrategy(seed=seed)
-    t = time.perf_counter()
-    n = 0
-    while time.perf_counter() - t < cap_s:
-        s = strat.next_schedule()
-        r = m.run(s)
-        n += 1
-        if r.finding is not None and (want is None or r.finding.oracle == want):
-            return {"scenario": spec, "expect": want or "clean", "found": r.finding.oracle,
-                    "schedules": n, "seconds": round(time.perf_counter() - t, 3)}
-    return {"scenario": spec, "expect": want or "clean", "found": None, "schedules": n,
-            "seconds": round(time.perf_counter() - t, 3)}
+    want = cls.expect[variant]
+    machine = Machine(cls, variant, Config(cpus=cpus))
+    strat = STRATEGIES[strategy](seed=seed, **kwargs)
+    res = fuzz(machine, strat, seconds=cap_s, stop_on={want})
+    hits = [c for c in res.crashes.values() if c.finding.oracle == want]
+    first = min(hits, key=lambda c: c.first_schedule) if hits else None
+    return {
+        "found": first is not None,
+        "schedules": first.first_schedule if first else None,
+        "seconds": first.first_seconds if first else None,
+        "ran_schedules": res.schedules, "ran_seconds": res.seconds, "exhausted": res.exhausted,
+    }
+
+
+def _median(values: list[float | None]) -> float | None:
+    m = statistics.median([math.inf if v is None else v for v in values])
+    return None if math.isinf(m) else m
+
+
+def search_rows(variants: list[str], strategies: list[str], trials: int, cap_s: float, cpus: int,
+                seed: int = 0, strategy_cpus: dict[str, int] | None = None,
+                progress=None) -> list[dict]:
+    rows = []
+    for spec in variants:
+        proto, _, variant = spec.partition(":")
+        for strategy in strategies:
+            n = (strategy_cpus or {}).get(strategy, cpus)
+            # exhaustive search is deterministic: one trial says everything
+            k = 1 if strategy == "exhaustive" else trials
+            results = [trial(spec, strategy, seed + i, cap_s, n) for i in range(k)]
+            ran = sum(r["ran_schedules"] for r in results)
+            secs = sum(r["ran_seconds"] for r in results)
+            row = {
+                "protocol": proto, "variant": variant, "strategy": strategy, "cpus": n,
+                "expect": resolve(spec)[0].expect[variant], "trials": k,
+                "found": sum(r["found"] for r in results),
+                "median_seconds": _round(_median([r["seconds"] for r in results])),
+                "median_schedules": _median([r["schedules"] for r in results]),
+                "schedules_per_second": round(ran / secs, 1) if secs else 0.0,
+                "cap_seconds": cap_s,
+            }
+            rows.append(row)
+            if progress:
+                progress(row)
+    return rows
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 3)
+
+
+def format_row(r: dict) -> str:
+    med_s = "-" if r["median_seconds"] is None else f"{r['median_seconds']:.2f}"
+    med_n = "-" if r["median_schedules"] is None else f"{r['median_schedules']:.0f}"
+    return (f"{r['protocol'] + ':' + r['variant']:<40} {r['strategy']:<10} {r['cpus']:>4} "
+            f"{r['found']}/{r['trials']:<3} {med_s:>9} {med_n:>10} {r['schedules_per_second']:>9}")
+
+
+HEADER = (f"{'protocol:variant':<40} {'strategy':<10} {'cpus':>4} {'found':<5} {'median s':>9} "
+          f"{'median n':>10} {'sched/s':>9}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--strategies", default=",".join(STRATEGIES))
+    ap.add_argument("--trials", type=int, default=5)
+    ap.add_argument("--cap", type=float, default=60.0)
+    ap.add_argument("--cpus", type=int, default=4)
     ap.add_argument("--count", type=int, default=3000, help="schedules for the throughput run")
-    ap.add_argument("--cap", type=float, default=60.0, help="seconds per variant for time-to-find")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--throughput-only", action="store_true")
     args = ap.parse_args()
-    out = {
-        "machine": f"{platform.machine()} {platform.processor() or ''} python {platform.python_version()}".strip(),
-        "throughput": throughput("x86/text_poke_bp:correct", 4, args.count, args.seed),
-        "time_to_find": [] if args.throughput_only else [
-            time_to_find(f"{name}:{v}", 4, args.seed, args.cap)
-            for name, cls in registry().items() for v in cls.variants],
-    }
+    out = {"machine": f"{platform.machine()} python {platform.python_version()}",
+           "throughput": throughput(count=args.count), "search": []}
+    th = out["throughput"]
+    if not args.json:
+        print(f"reference {th['scenario']} ({th['cpus']} CPUs, {th['schedules']} random schedules): "
+              f"{th['schedules_per_second']} schedules/s, {th['steps_per_schedule']} steps/schedule, "
+              f"{th['us_per_step']} us/step; emulator floor {th['emu_start_floor_us']} us "
+              f"(step = {th['step_over_floor']} x floor); passes: {th['all_schedules_per_second']}")
+        print(HEADER)
+    if not args.throughput_only:
+        out["search"] = search_rows(
+            buggy_variants(), args.strategies.split(","), args.trials, args.cap, args.cpus,
+            args.seed, strategy_cpus={"exhaustive": 2},
+            progress=None if args.json else (lambda r: print(format_row(r), flush=True)))
     if args.json:
         print(json.dumps(out, indent=2))
-        return
-    th = out["throughput"]
-    print(f"reference {th['scenario']} ({th['cpus']} CPUs, {th['schedules']} random schedules): "
-          f"{th['schedules_per_second']} schedules/s, {th['steps_per_schedule']} steps/schedule, "
-          f"{th['us_per_step']} us/step; emulator floor {th['emu_start_floor_us']} us "
-          f"(step = {th['step_over_floor']} x floor); passes: {th['all_schedules_per_second']}")
-    print(f"{'scenario':<40} {'expect':<16} {'found':<16} {'schedules':>9} {'seconds':>8}")
-    for r in out["time_to_find"]:
-        print(f"{r['scenario']:<40} {r['expect']:<16} {str(r['found']):<16} {r['schedules']:>9} {r['seconds']:>8}")
 
 
 if __name__ == "__main__":

@@ -61,16 +61,18 @@ def fuzz(
     on_progress: Callable[[CampaignResult], None] | None = None,
     on_crash: Callable[[CrashRecord], None] | None = None,
     progress_every: float = 0.25,
+    stop_on: set[str] | None = None,
 ) -> CampaignResult:
     """Run until `schedules` runs or `seconds` elapse (whichever is given; both: first hit),
-    or until the strategy has nothing left to try (`CampaignResult.exhausted`)."""
+    until the strategy has nothing left to try (`CampaignResult.exhausted`), or, with
+    `stop_on`, until a finding of one of those oracles (benchmark trials)."""
     if schedules is None and seconds is None:
         raise ValueError("give schedules or seconds")
     res = CampaignResult()
     external = getattr(strategy, "run_campaign", None)
     if external is not None:  # the strategy runs its own loop (atheris, in a subprocess)
         return external(machine, res, schedules=schedules, seconds=seconds,
-                        on_progress=on_progress, on_crash=on_crash)
+                        on_progress=on_progress, on_crash=on_crash, stop_on=stop_on)
     strategy.bind(machine)
     start = time.perf_counter()
     next_report = start + progress_every
@@ -89,6 +91,8 @@ def fuzz(
         strategy.observe(run, result)
         if result.finding is not None and not result.abandoned:
             record_finding(res, result.finding, result.schedule, time.perf_counter() - start, on_crash)
+            if stop_on and result.finding.oracle in stop_on:
+                break
         if on_progress and now >= next_report:
             res.seconds = now - start
             res.stats = strategy.stats()

@@ -2,7 +2,7 @@
 
 Every nondeterministic decision of a run is drawn from one byte string. Each draw consumes
 exactly one byte; when the bytes run out every draw returns its stated default (no event,
-protocol work first then round robin, take the IPI, refresh everything), so any byte string is a
+round robin, take the IPI, refresh everything), so any byte string is a
 valid schedule and a run is a pure function of protocol, configuration and these bytes.
 Shrinking a schedule is shrinking bytes.
 

@@ -23,7 +23,7 @@ from .choices import ScheduleError, parse_schedule_hex
 from .machine import MAX_CPUS, MIN_CPUS, Config, Machine
 from .oracles import ORACLES
 from .protocols import UnknownProtocol, registry, resolve
-from .strategies import STRATEGIES
+from .strategies import DEFAULT_STRATEGY, STRATEGIES
 
 err_console = Console(stderr=True)
 
@@ -151,9 +151,25 @@ def run(spec: str, schedule: str, cpus: int, trace: bool, as_json: bool,
 
 def _progress_table(spec: str, res: CampaignResult) -> Table:
     t = Table.grid(padding=(0, 2))
+    extra = [f"{k.replace('_', ' ')} {v}" for k, v in res.stats.items()]
     t.add_row(f"[bold]{spec}[/]", f"{res.schedules} schedules", f"{res.rate:,.0f}/s",
-              f"{res.seconds:.1f}s", f"[red]{len(res.crashes)} findings[/]" if res.crashes else "0 findings")
+              f"{res.seconds:.1f}s", *extra,
+              f"[red]{len(res.crashes)} findings[/]" if res.crashes else "0 findings")
     return t
+
+
+def _strategy_kwargs(strategy: str, depth: int, corpus: str | None, bounds: tuple[str, ...]) -> dict:
+    kwargs: dict = {}
+    if strategy == "pct":
+        kwargs["depth"] = depth
+    if strategy == "atheris" and corpus:
+        kwargs["corpus_dir"] = corpus
+    for item in bounds:
+        key, sep, value = item.partition("=")
+        if not sep or not value.isdigit():
+            raise UserError(f"--bound takes NAME=NUMBER, got {item!r}")
+        kwargs[key.replace("-", "_")] = int(value)
+    return kwargs
 
 
 @main.command()
@@ -162,12 +178,17 @@ def _progress_table(spec: str, res: CampaignResult) -> Table:
 @click.option("--schedules", type=int, default=None, help="Schedule budget instead of time.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--cpus", default=4, show_default=True, type=int)
-@click.option("--strategy", default="random", show_default=True,
+@click.option("--strategy", default=DEFAULT_STRATEGY, show_default=True,
               help="Search strategy: " + ", ".join(STRATEGIES))
+@click.option("--depth", type=int, default=3, show_default=True, help="PCT bug depth d.")
+@click.option("--corpus", default=None, help="atheris corpus directory (default .patchfuzz/corpus/...).")
+@click.option("--bound", "bounds", multiple=True, metavar="NAME=N",
+              help="exhaustive search bound, e.g. --bound context_switches=3 --bound nmis=1.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end.")
 @smz_option
 def fuzz(spec: str, seconds: float | None, schedules: int | None, seed: int, cpus: int,
-         strategy: str, as_json: bool, stop_machine_serializes: bool | None) -> None:
+         strategy: str, depth: int, corpus: str | None, bounds: tuple[str, ...], as_json: bool,
+         stop_machine_serializes: bool | None) -> None:
     """Search schedules for violations; keeps going after a finding."""
     if seconds is not None and schedules is not None:
         raise UserError("give --seconds or --schedules, not both")
@@ -178,7 +199,10 @@ def fuzz(spec: str, seconds: float | None, schedules: int | None, seed: int, cpu
     if strategy not in STRATEGIES:
         raise UserError(f"unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
     machine = _machine(spec, cpus, stop_machine_serializes)
-    strat = STRATEGIES[strategy](seed=seed)
+    try:
+        strat = STRATEGIES[strategy](seed=seed, **_strategy_kwargs(strategy, depth, corpus, bounds))
+    except (TypeError, ValueError) as e:
+        raise UserError(f"bad option for strategy {strategy}: {e}") from None
     label = f"{machine.protocol_cls.name}:{machine.variant}"
     live_ok = not as_json and err_console.is_terminal
 
@@ -202,14 +226,19 @@ def fuzz(spec: str, seconds: float | None, schedules: int | None, seed: int, cpu
             "strategy": strategy, "seed": seed, "schedules": res.schedules,
             "seconds": round(res.seconds, 3), "schedules_per_second": round(res.rate, 1),
             "schedule_format": SCHEDULE_FORMAT, "engine_version": ENGINE_VERSION,
+            "exhausted": res.exhausted, "stats": res.stats,
             "crashes": [rec.to_dict() for rec in res.crashes.values()],
         }, indent=2))
         return
     out = Console()
     out.print(f"[bold]{label}[/]: {res.schedules} schedules in {res.seconds:.1f}s "
-              f"({res.rate:,.0f}/s, {cpus} CPUs, strategy {strategy}, seed {seed})")
+              f"({res.rate:,.0f}/s, {cpus} CPUs, strategy {strategy}, seed {seed})"
+              + "".join(f", {k.replace('_', ' ')} {v}" for k, v in res.stats.items()))
     if not res.crashes:
-        out.print("no findings")
+        if res.exhausted:
+            out.print(f"all {res.schedules} schedules within these bounds explored, no violation")
+        else:
+            out.print("no findings")
         return
     table = Table(title=f"{len(res.crashes)} distinct findings")
     for col in ("oracle", "title", "signature", "first at", "hits"):
@@ -221,6 +250,52 @@ def fuzz(spec: str, seconds: float | None, schedules: int | None, seed: int, cpu
     for rec in res.crashes.values():
         out.print(f"replay: patchfuzz run {label} --cpus {cpus} --trace --schedule {rec.schedule.hex()}",
                   soft_wrap=True, highlight=False)
+
+
+@main.command()
+@click.option("--strategies", default=",".join(STRATEGIES), show_default=True)
+@click.option("--trials", type=int, default=5, show_default=True)
+@click.option("--cap", type=float, default=60.0, show_default=True, help="Seconds per trial.")
+@click.option("--cpus", type=int, default=4, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--variants", default=None, help="Comma-separated PROTOCOL:VARIANT list (default: every buggy variant).")
+@click.option("--count", type=int, default=3000, show_default=True,
+              help="Schedules per throughput pass on the reference scenario.")
+@click.option("--throughput-only", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print a list of rows.")
+def bench(strategies: str, trials: int, cap: float, cpus: int, seed: int, variants: str | None,
+          count: int, throughput_only: bool, as_json: bool) -> None:
+    """Measure throughput and time-to-first-finding per strategy (see BENCHMARKS.md)."""
+    from . import bench as b
+
+    names = [x for x in strategies.split(",") if x]
+    unknown = [x for x in names if x not in STRATEGIES]
+    if unknown:
+        raise UserError(f"unknown strategy {unknown[0]!r}; known: {', '.join(STRATEGIES)}")
+    if not MIN_CPUS <= cpus <= MAX_CPUS:
+        raise UserError(f"--cpus must be between {MIN_CPUS} and {MAX_CPUS}, got {cpus}")
+    specs = variants.split(",") if variants else b.buggy_variants()
+    for spec in specs:
+        try:
+            cls, variant = resolve(spec)
+        except UnknownProtocol as e:
+            raise UserError(str(e)) from None
+        if not cls.expect.get(variant):
+            raise UserError(f"{spec} is expected clean: bench measures time to a known bug")
+    th = b.throughput(count=count)
+    rows: list[dict] = [{"protocol": "x86/text_poke_bp", "variant": "correct", "strategy": "random",
+                         "kind": "throughput", "trials": th["repeats"], "found": None,
+                         "median_seconds": None, "median_schedules": None, **th}]
+    if not as_json:
+        click.echo(f"reference {th['scenario']} ({th['cpus']} CPUs): {th['schedules_per_second']} schedules/s "
+                   f"(passes {th['all_schedules_per_second']}), {th['steps_per_schedule']} steps/schedule, "
+                   f"{th['us_per_step']} us/step, emulator floor {th['emu_start_floor_us']} us")
+        click.echo(b.HEADER)
+    if not throughput_only:
+        rows += b.search_rows(specs, names, trials, cap, cpus, seed, strategy_cpus={"exhaustive": 2},
+                              progress=None if as_json else (lambda r: click.echo(b.format_row(r))))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
 
 
 @main.command()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from .base import Strategy
+from .base import Run, Strategy
+from .pct import PctStrategy
 from .random import RandomStrategy
 
-STRATEGIES: dict[str, type[Strategy]] = {"random": RandomStrategy}
+STRATEGIES: dict[str, type] = {"random": RandomStrategy, "pct": PctStrategy}
+DEFAULT_STRATEGY = "random"
 
-__all__ = ["STRATEGIES", "Strategy", "RandomStrategy"]
+__all__ = ["STRATEGIES", "PctStrategy", "RandomStrategy", "Run", "Strategy"]
