@@ -1,0 +1,1 @@
+"""Alembic migrations of the crash database, run in code by db.engine (no alembic.ini)."""
