@@ -16,6 +16,7 @@ import json
 import math
 import platform
 import statistics
+import tempfile
 import time
 
 from .campaign import fuzz
@@ -77,8 +78,11 @@ def trial(spec: str, strategy: str, seed: int, cap_s: float, cpus: int, **kwargs
     cls, variant = resolve(spec)
     want = cls.expect[variant]
     machine = Machine(cls, variant, Config(cpus=cpus))
-    strat = STRATEGIES[strategy](seed=seed, **kwargs)
-    res = fuzz(machine, strat, seconds=cap_s, stop_on={want})
+    with tempfile.TemporaryDirectory(prefix="patchfuzz-bench-") as tmp:
+        if strategy == "atheris":  # a fresh corpus: a resumed one would already hold the bug
+            kwargs = {**kwargs, "corpus_dir": f"{tmp}/corpus"}
+        strat = STRATEGIES[strategy](seed=seed, **kwargs)
+        res = fuzz(machine, strat, seconds=cap_s, stop_on={want})
     hits = [c for c in res.crashes.values() if c.finding.oracle == want]
     first = min(hits, key=lambda c: c.first_schedule) if hits else None
     return {

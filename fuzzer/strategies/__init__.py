@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from .atheris import AtherisStrategy
 from .base import Run, Strategy
 from .pct import PctStrategy
 from .random import RandomStrategy
 
-STRATEGIES: dict[str, type] = {"random": RandomStrategy, "pct": PctStrategy}
+STRATEGIES: dict[str, type] = {"atheris": AtherisStrategy, "pct": PctStrategy, "random": RandomStrategy}
 DEFAULT_STRATEGY = "random"
 
-__all__ = ["STRATEGIES", "PctStrategy", "RandomStrategy", "Run", "Strategy"]
+__all__ = ["STRATEGIES", "AtherisStrategy", "PctStrategy", "RandomStrategy", "Run", "Strategy"]

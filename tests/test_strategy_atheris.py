@@ -1,0 +1,149 @@
+"""The atheris strategy: libFuzzer in a subprocess, steered by interleaving coverage.
+
+Budgets are schedule counts (libFuzzer's -atheris_runs), so the outcomes do not depend on the
+speed of the machine running the tests.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fuzzer.campaign import fuzz
+from fuzzer.machine import Config, Machine
+from fuzzer.protocols import resolve
+from fuzzer.strategies.atheris import AtherisStrategy, default_corpus_dir
+
+BUDGET = 3000
+CPUS = 4
+
+
+def _machine(spec: str) -> Machine:
+    cls, variant = resolve(spec)
+    return Machine(cls, variant, Config(cpus=CPUS))
+
+
+def _strategy(tmp_path, seed: int = 1, **kw) -> AtherisStrategy:
+    return AtherisStrategy(seed=seed, corpus_dir=tmp_path / "corpus", **kw)
+
+
+def test_finds_missing_final_sync_and_the_schedule_replays(tmp_path):
+    machine = _machine("x86/text_poke_bp:no-final-sync")
+    progress = []
+    res = fuzz(machine, _strategy(tmp_path), schedules=BUDGET,
+               on_progress=lambda r: progress.append(r.schedules))
+    assert res.schedules == BUDGET
+    assert res.stats["coverage_features"] > 0 and res.stats["corpus"] > 0
+    assert progress == sorted(progress)
+    hits = [rec for rec in res.crashes.values() if rec.finding.oracle == "unhandled-trap"]
+    assert hits, {rec.finding.oracle: rec.finding.title for rec in res.crashes.values()}
+
+    fresh = _machine("x86/text_poke_bp:no-final-sync")
+    for sig, rec in res.crashes.items():
+        assert rec.finding.signature == sig
+        assert rec.finding.protocol == "x86/text_poke_bp" and rec.finding.variant == "no-final-sync"
+        assert 1 <= rec.first_schedule <= BUDGET and rec.hits >= 1
+        again = fresh.run(rec.schedule)
+        assert again.finding is not None, f"{rec.schedule.hex()} did not replay"
+        assert again.finding.signature == sig, (rec.finding.title, again.finding.title)
+
+
+def test_correct_variant_stays_clean(tmp_path):
+    res = fuzz(_machine("x86/text_poke_bp:correct"), _strategy(tmp_path), schedules=BUDGET)
+    assert res.schedules == BUDGET
+    assert res.crashes == {}
+
+
+def test_corpus_persists_and_a_second_campaign_resumes_from_it(tmp_path):
+    machine = _machine("x86/ftrace_nmi_2010:correct")
+    first = fuzz(machine, _strategy(tmp_path, seed=3), schedules=400)
+    stored = sorted(p.name for p in (tmp_path / "corpus").iterdir())
+    assert stored and first.stats["corpus_at_start"] == 0
+
+    second = fuzz(machine, _strategy(tmp_path, seed=4), schedules=len(stored) + 50)
+    assert second.stats["corpus_at_start"] == len(stored)
+    # replaying the stored corpus restores (nearly) all the coverage of the first campaign;
+    # a fresh start would have seen only the empty schedule's handful of features
+    assert second.stats["initial_coverage"] >= 0.8 * first.stats["coverage_features"]
+    assert set(stored) <= {p.name for p in (tmp_path / "corpus").iterdir()}
+
+
+def test_default_corpus_lives_under_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    machine = _machine("x86/text_poke_bp:correct")
+    res = fuzz(machine, AtherisStrategy(seed=2), schedules=50)
+    assert res.schedules == 50
+    corpus = tmp_path / ".patchfuzz" / "corpus" / "x86_text_poke_bp" / "correct"
+    assert default_corpus_dir(machine) == corpus
+    assert any(corpus.iterdir())
+    assert any((tmp_path / ".patchfuzz" / "logs").glob("*.log"))
+
+
+def test_schedule_budget_terminates_the_child(tmp_path):
+    strat = _strategy(tmp_path)
+    res = fuzz(_machine("x86/text_poke_bp:correct"), strat, schedules=1)
+    assert res.schedules == 1 and res.crashes == {}
+    # the worker has exited, so no other process holds its log open
+    log = strat.last_logs[0]
+    assert log.exists() and "Done 1 in" in log.read_text(errors="replace")
+
+
+def test_stop_on_ends_the_campaign_at_the_first_such_finding(tmp_path):
+    res = fuzz(_machine("x86/text_poke_bp:no-sync-after-int3"), _strategy(tmp_path),
+               schedules=100_000, stop_on={"torn-fetch"})
+    hits = [rec for rec in res.crashes.values() if rec.finding.oracle == "torn-fetch"]
+    assert hits and res.schedules < 100_000
+
+
+def test_jobs_share_the_corpus_and_split_the_budget(tmp_path):
+    strat = _strategy(tmp_path, jobs=2)
+    res = fuzz(_machine("x86/text_poke_bp:correct"), strat, schedules=301)
+    assert res.schedules == 301 and res.stats["jobs"] == 2
+    assert len(strat.last_logs) == 2 and all(log.exists() for log in strat.last_logs)
+
+
+def test_an_interrupted_campaign_leaves_no_worker_behind(tmp_path):
+    class Stop(Exception):
+        pass
+
+    def on_crash(rec):
+        raise Stop(rec.finding.oracle)
+
+    strat = _strategy(tmp_path)
+    with pytest.raises(Stop):
+        fuzz(_machine("x86/text_poke_bp:no-final-sync"), strat, schedules=100_000, on_crash=on_crash)
+    for pid in strat.last_pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # terminated and reaped
+
+
+def test_time_budget_exits_without_finally_yet_counts_runs(tmp_path):
+    # -max_total_time ends the worker without running its `finally`: the count must come from
+    # the lines written on the way and libFuzzer's closing line, not a final report
+    res = fuzz(_machine("x86/text_poke_bp:correct"), _strategy(tmp_path), seconds=1)
+    assert res.schedules > 0 and res.seconds > 0
+
+
+def test_a_dying_worker_raises_with_its_last_output(tmp_path, monkeypatch):
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho 'Traceback: the engine exploded' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(fake))
+    with pytest.raises(RuntimeError, match=r"(?s)status 3.*the engine exploded"):
+        fuzz(_machine("x86/text_poke_bp:correct"), _strategy(tmp_path), schedules=10)
+
+
+def test_unregistered_protocols_are_refused(tmp_path):
+    # the worker can only rebuild a protocol from the registry, never from the caller's class
+    from tests.oracle_protocols import StaleAfterComplete
+
+    machine = Machine(StaleAfterComplete, "no-sync", Config(cpus=2))
+    with pytest.raises(ValueError, match="registered protocols only"):
+        fuzz(machine, _strategy(tmp_path), schedules=10)
+
+
+def test_worker_runs_as_a_module():
+    out = subprocess.run([sys.executable, "-m", "fuzzer.strategies.atheris_worker", "--help"],
+                         capture_output=True, text=True, check=True)
+    assert "--corpus" in out.stdout
