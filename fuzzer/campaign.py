@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 
 from .machine import Machine
 from .oracles import Finding
-from .strategies.base import Strategy
+
+if TYPE_CHECKING:  # strategies import this module (atheris reports through record_finding)
+    from .strategies.base import Strategy
 
 
 @dataclass
