@@ -456,6 +456,20 @@ class Machine:
     def _opts(self, cpus: list) -> tuple[int, ...] | None:
         return tuple(c.idx for c in cpus) if self.ch.source is not None else None
 
+    def _fetching(self, site: SiteState, writer: Cpu, off: int, data: bytes) -> tuple[str, ...]:
+        """Who is in the middle of fetching `site` with other bytes than `writer` is storing
+        there: the precondition of a torn fetch, so worth a coverage feature of its own."""
+        return tuple(sorted(c.code_frame.kind for c in self.cpus
+                            if c is not writer and c.code_frame is not None
+                            and c.code_frame.at_site is site
+                            and c.views[site.name][off:off + len(data)] != data))
+
+    def _readers_in_flight(self, var: str, writer: Cpu) -> tuple[str, ...]:
+        """Frames on other CPUs that read `var` and are still running as it is overwritten:
+        the stale-read-in-flight pattern behind many patching races."""
+        return tuple(sorted(f.kind for c in self.cpus if c is not writer for f in c.frames
+                            if var in f.tags.get("read", ())))
+
     def _feat(self, *parts: Any) -> None:
         """One interleaving-coverage feature (crc32, not hash(): str hashing is randomized)."""
         self.cov.append(zlib.crc32(repr(parts).encode()))
@@ -516,6 +530,7 @@ class Machine:
         v = self._load(cpu, op.var, frame)
         if self.cov is not None:
             self._feat("rf", op.var, self.writer.get(op.var), frame.kind, self.progress)
+            frame.tags.setdefault("read", set()).add(op.var)
         if self.finding is None:
             if self.tracing:
                 self._t(cpu, f"load {op.var} -> {_fmt(v)}")
@@ -562,6 +577,8 @@ class Machine:
                 site._ok = {}
         off, data = units[frame.poke_pos]
         frame.poke_pos += 1
+        if self.cov is not None:
+            self._feat("poke", site.name, off, frame.kind, self._fetching(site, cpu, off, data))
         cpu.sb.append((("text", site), (off, data)))
         if self.arch.own_store_visible_to_fetch:
             self._set_view(cpu, site, off, data)
@@ -866,13 +883,15 @@ class Machine:
                 site.truth[off:off + len(data)] = data
                 for other in self.cpus:
                     other.stale.add(site)  # maybe stale: checked against the truth at fetch
+                if self.cov is not None:
+                    self._feat("text-drain", site.name, off, self._fetching(site, cpu, off, data))
                 if self.tracing:
                     self._t(cpu, f"drain: {site.name}+{off} = {data.hex(' ')} reaches memory")
             else:
                 self.mem[key] = value
                 self.writer[key] = "patcher-cpu" if cpu.idx == 0 else "cpu"
                 if self.cov is not None:
-                    self._feat("drain", key, self.progress)
+                    self._feat("drain", key, self.progress, self._readers_in_flight(key, cpu))
                 if self.tracing:
                     self._t(cpu, f"drain: {key} = {_fmt(value)} reaches memory")
 
@@ -1183,7 +1202,8 @@ class Machine:
 
     def _nmi(self, cpu: Cpu) -> None:
         if self.cov is not None:
-            self._feat("nmi", cpu.frames[-1].kind, cpu.idx == 0, self.progress)
+            self._feat("nmi", cpu.frames[-1].kind, cpu.idx == 0, self.progress,
+                       sum(c.in_nmi for c in self.cpus))
         cpu.in_nmi = True
         if self.tracing:
             self._t(cpu, "NMI (serializing)")
