@@ -51,7 +51,7 @@ def test_run_empty_schedule_json_is_clean():
 
 def test_fuzz_findings_replay_through_run(tmp_path):
     spec = "x86/text_poke_bp:no-final-sync"
-    result = _invoke("fuzz", spec, "--schedules", "300", "--seed", "0", "--json")
+    result = _invoke("fuzz", spec, "--strategy", "random", "--schedules", "300", "--seed", "0", "--json")
     assert result.exit_code == 0, result.output
     out = _json(result)
     assert {"schedules", "seconds", "crashes"} <= set(out)
@@ -78,7 +78,7 @@ def test_fuzz_findings_replay_through_run(tmp_path):
         assert _json(from_file)["trace_sha256"] == got["trace_sha256"]
 
     # the same seed and budget give the same findings
-    again = _json(_invoke("fuzz", spec, "--schedules", "300", "--seed", "0", "--json"))
+    again = _json(_invoke("fuzz", spec, "--strategy", "random", "--schedules", "300", "--seed", "0", "--json"))
     strip = [{k: v for k, v in c.items() if k != "first_seconds"} for c in out["crashes"]]
     assert [{k: v for k, v in c.items() if k != "first_seconds"} for c in again["crashes"]] == strip
 
@@ -123,3 +123,14 @@ def test_user_errors_are_one_line(args, tmp_path):
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("patchfuzz: error: ") and lines[0][len("patchfuzz: error: "):].strip()
     assert result.stdout == ""
+
+
+def test_default_strategy_is_atheris_and_keeps_its_corpus(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(main, ["fuzz", "x86/text_poke_bp:no-final-sync", "--schedules", "400",
+                                  "--seed", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["strategy"] == "atheris" and out["crashes"]
+    corpus = tmp_path / ".patchfuzz" / "corpus" / "x86_text_poke_bp" / "no-final-sync"
+    assert corpus.is_dir() and any(corpus.iterdir())

@@ -8,6 +8,6 @@ from .pct import PctStrategy
 from .random import RandomStrategy
 
 STRATEGIES: dict[str, type] = {"atheris": AtherisStrategy, "pct": PctStrategy, "random": RandomStrategy}
-DEFAULT_STRATEGY = "random"
+DEFAULT_STRATEGY = "atheris"
 
 __all__ = ["STRATEGIES", "AtherisStrategy", "PctStrategy", "RandomStrategy", "Run", "Strategy"]
