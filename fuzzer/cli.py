@@ -149,6 +149,54 @@ def run(spec: str, schedule: str, cpus: int, trace: bool, as_json: bool,
         sys.exit(1)
 
 
+def _open_db(url: str | None):
+    import db
+
+    try:
+        return db.open_db(url)
+    except db.DatabaseError as e:
+        raise UserError(str(e)) from None
+
+
+class _CrashStore:
+    """Writes a campaign and its findings to the crash database as they happen."""
+
+    def __init__(self, url: str | None, machine: Machine, strategy: str, seed: int):
+        import db
+
+        self._db_mod = db
+        self.db = _open_db(url)
+        self.url = self.db.url
+        self.machine = machine
+        self.config = machine.config.to_dict()
+        self.campaign = db.create_campaign(self.db, protocol=machine.protocol_cls.name,
+                                           variant=machine.variant, strategy=strategy,
+                                           config={**self.config, "seed": seed})
+        self.new_buckets = 0
+
+    def _store(self, rec, hits: int) -> None:
+        f = rec.finding
+        replay = self.machine.run(rec.schedule, trace=True)
+        _, new = self._db_mod.store_finding(
+            self.db, signature=f.signature, protocol=f.protocol, variant=f.variant,
+            oracle=f.oracle, title=f.title, schedule=rec.schedule, schedule_format=SCHEDULE_FORMAT,
+            engine_version=ENGINE_VERSION, config=self.config, trace_sha256=replay.trace_sha256,
+            detail=f.detail, consequence=f.consequence, campaign_id=self.campaign, hits=hits)
+        self.new_buckets += new
+
+    def found(self, rec) -> None:
+        self._store(rec, 1)
+
+    def finish(self, res: CampaignResult) -> None:
+        for rec in res.crashes.values():
+            if rec.hits > 1:
+                self._store(rec, rec.hits - 1)
+        self._db_mod.finish_campaign(
+            self.db, self.campaign, schedules_run=res.schedules, seconds=res.seconds,
+            findings=sum(r.hits for r in res.crashes.values()), unique_findings=len(res.crashes),
+            new_buckets=self.new_buckets, stats=res.stats)
+
+
 def _progress_table(spec: str, res: CampaignResult) -> Table:
     t = Table.grid(padding=(0, 2))
     extra = [f"{k.replace('_', ' ')} {v}" for k, v in res.stats.items()]
@@ -185,10 +233,13 @@ def _strategy_kwargs(strategy: str, depth: int, corpus: str | None, bounds: tupl
 @click.option("--bound", "bounds", multiple=True, metavar="NAME=N",
               help="exhaustive search bound, e.g. --bound context_switches=3 --bound nmis=1.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end.")
+@click.option("--db", "db_url", default=None, metavar="URL",
+              help="Crash database (default: $PATCHFUZZ_DB, else patchfuzz.db here).")
+@click.option("--no-db", is_flag=True, help="Do not store findings.")
 @smz_option
 def fuzz(spec: str, seconds: float | None, schedules: int | None, seed: int, cpus: int,
          strategy: str, depth: int, corpus: str | None, bounds: tuple[str, ...], as_json: bool,
-         stop_machine_serializes: bool | None) -> None:
+         db_url: str | None, no_db: bool, stop_machine_serializes: bool | None) -> None:
     """Search schedules for violations; keeps going after a finding."""
     if seconds is not None and schedules is not None:
         raise UserError("give --seconds or --schedules, not both")
@@ -205,8 +256,11 @@ def fuzz(spec: str, seconds: float | None, schedules: int | None, seed: int, cpu
         raise UserError(f"bad option for strategy {strategy}: {e}") from None
     label = f"{machine.protocol_cls.name}:{machine.variant}"
     live_ok = not as_json and err_console.is_terminal
+    store = None if no_db else _CrashStore(db_url, machine, strategy, seed)
 
     def on_crash(rec) -> None:
+        if store:
+            store.found(rec)  # stored the moment it is found: a killed campaign loses nothing
         if not as_json:
             err_console.print(f"[red]new finding[/] after {rec.first_schedule} schedules: "
                               + escape(f"[{rec.finding.oracle}] {rec.finding.title}"))
@@ -220,8 +274,11 @@ def fuzz(spec: str, seconds: float | None, schedules: int | None, seed: int, cpu
     else:
         res = run_campaign(machine, strat, schedules=schedules, seconds=seconds,
                            on_crash=on_crash)
+    if store:
+        store.finish(res)
     if as_json:
         click.echo(json.dumps({
+            "database": store.url if store else None,
             "protocol": machine.protocol_cls.name, "variant": machine.variant, "cpus": cpus,
             "strategy": strategy, "seed": seed, "schedules": res.schedules,
             "seconds": round(res.seconds, 3), "schedules_per_second": round(res.rate, 1),
@@ -296,6 +353,133 @@ def bench(strategies: str, trials: int, cap: float, cpus: int, seed: int, varian
                               progress=None if as_json else (lambda r: click.echo(b.format_row(r))))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
+
+
+db_option = click.option("--db", "db_url", default=None, metavar="URL",
+                         help="Crash database (default: $PATCHFUZZ_DB, else patchfuzz.db here).")
+
+
+@main.group()
+def crashes() -> None:
+    """Triage the crash database: one bucket per signature."""
+
+
+def _bucket(database, bucket_id: int) -> dict:
+    import db
+
+    try:
+        return db.get_bucket(database, bucket_id)
+    except db.NotFound as e:
+        raise UserError(str(e)) from None
+
+
+@crashes.command("list")
+@click.option("--protocol", default=None)
+@click.option("--oracle", default=None)
+@click.option("--status", default=None, type=click.Choice(["new", "fixed", "duplicate", "invalid"]))
+@click.option("--since", default=None, metavar="YYYY-MM-DD", help="Last seen on or after this day (UTC).")
+@click.option("--json", "as_json", is_flag=True)
+@db_option
+def crashes_list(protocol, oracle, status, since, as_json, db_url) -> None:
+    """One row per bucket: id, title, oracle, protocol:variant, count, first and last seen, status."""
+    import datetime as dt
+
+    import db
+
+    when = None
+    if since:
+        try:
+            when = dt.datetime.fromisoformat(since).replace(tzinfo=dt.UTC)
+        except ValueError:
+            raise UserError(f"--since takes a date like 2026-11-21, got {since!r}") from None
+    database = _open_db(db_url)
+    rows = db.list_buckets(database, protocol=protocol, oracle=oracle, status=status, since=when)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    table = Table()
+    for col in ("id", "title", "oracle", "protocol:variant", "count", "first seen", "last seen", "status"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(str(r["id"]), r["title"], r["oracle"], f"{r['protocol']}:{r['variant']}",
+                      str(r["count"]), f"{r['first_seen']:%Y-%m-%d %H:%M}", f"{r['last_seen']:%Y-%m-%d %H:%M}",
+                      r["status"])
+    Console().print(table)
+
+
+@crashes.command("show")
+@click.argument("bucket_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@db_option
+def crashes_show(bucket_id, as_json, db_url) -> None:
+    """Everything about a bucket, with the trace of its shortest reproducer."""
+    database = _open_db(db_url)
+    b = _bucket(database, bucket_id)
+    sample = b.get("best_sample") or {}
+    trace: list[str] = []
+    if sample:
+        try:
+            machine = _machine(f"{b['protocol']}:{b['variant']}", (sample.get("config") or {}).get("cpus", 4), None)
+            trace = machine.run(bytes(sample["schedule"]), trace=True).trace
+        except UserError:
+            trace = ["(protocol no longer available: trace not replayed)"]
+    if as_json:
+        out = {**b, "trace": trace}
+        if sample:
+            out["best_sample"] = {**sample, "schedule": bytes(sample["schedule"]).hex()}
+        click.echo(json.dumps(out, indent=2, default=str))
+        return
+    click.echo(f"bucket {b['id']}: [{b['oracle']}] {b['title']}")
+    click.echo(f"  {b['protocol']}:{b['variant']}  status {b['status']}  count {b['count']}  "
+               f"first {b['first_seen']}  last {b['last_seen']}  signature {b['signature']}")
+    if b.get("note"):
+        click.echo(f"  note: {b['note']}")
+    if sample:
+        click.echo(f"  reproducer: {len(bytes(sample['schedule']))} bytes, format {sample['schedule_format']}, "
+                   f"engine {sample['engine_version']}: {bytes(sample['schedule']).hex()}")
+        click.echo(f"  {sample.get('detail') or ''}")
+    for line in trace:
+        click.echo(line)
+
+
+@crashes.command("repro")
+@click.argument("bucket_id", type=int)
+@db_option
+def crashes_repro(bucket_id, db_url) -> None:
+    """Replay the stored reproducer; exit 0 if it still reproduces the bucket's signature."""
+    database = _open_db(db_url)
+    b = _bucket(database, bucket_id)
+    sample = b.get("best_sample")
+    if not sample:
+        raise UserError(f"bucket {bucket_id} has no stored reproducer")
+    if sample["schedule_format"] != SCHEDULE_FORMAT:
+        raise UserError(f"bucket {bucket_id}'s reproducer uses schedule format {sample['schedule_format']}; "
+                        f"this engine reads format {SCHEDULE_FORMAT}")
+    machine = _machine(f"{b['protocol']}:{b['variant']}", (sample.get("config") or {}).get("cpus", 4), None)
+    f = machine.run(bytes(sample["schedule"])).finding
+    if f is not None and f.signature == b["signature"]:
+        click.echo(f"reproduces: [{f.oracle}] {f.title}")
+        return
+    got = f"[{f.oracle}] {f.title}" if f else "clean"
+    click.echo(f"does not reproduce: expected [{b['oracle']}] {b['title']}, got {got}")
+    sys.exit(1)
+
+
+@crashes.command("mark")
+@click.argument("bucket_id", type=int)
+@click.option("--status", required=True, type=click.Choice(["new", "fixed", "duplicate", "invalid"]))
+@click.option("--note", default=None)
+@db_option
+def crashes_mark(bucket_id, status, note, db_url) -> None:
+    """Set a bucket's status (and note)."""
+    import db
+
+    database = _open_db(db_url)
+    try:
+        db.mark(database, bucket_id, status, note)
+    except db.NotFound as e:
+        raise UserError(str(e)) from None
+    click.echo(f"bucket {bucket_id}: {status}")
 
 
 @main.command()

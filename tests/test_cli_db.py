@@ -1,0 +1,85 @@
+"""`patchfuzz fuzz` stores findings; `patchfuzz crashes` triages them. SQLite and PostgreSQL."""
+
+import json
+
+from click.testing import CliRunner
+
+from fuzzer.cli import main
+
+from .test_db import fresh_url, pg  # noqa: F401  (fixtures: a never-opened SQLite file or PG database)
+
+SPEC = "x86/text_poke_bp:no-final-sync"
+
+
+def _invoke(*args):
+    return CliRunner().invoke(main, list(args))
+
+
+def _fuzz(url, seed):
+    r = _invoke("fuzz", SPEC, "--strategy", "random", "--schedules", "400", "--seed", str(seed),
+                "--db", url, "--json")
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+def test_fuzzing_twice_grows_one_bucket_per_signature(fresh_url):  # noqa: F811
+    first = _fuzz(fresh_url, 1)
+    second = _fuzz(fresh_url, 2)
+    hits = {}
+    for out in (first, second):
+        for c in out["crashes"]:
+            hits[c["signature"]] = hits.get(c["signature"], 0) + c["hits"]
+    rows = json.loads(_invoke("crashes", "list", "--db", fresh_url, "--json").stdout)
+    assert {r["signature"]: r["count"] for r in rows} == hits
+    both = set(c["signature"] for c in first["crashes"]) & set(c["signature"] for c in second["crashes"])
+    assert both, "the two campaigns should share at least one bucket"
+    shared = next(r for r in rows if r["signature"] in both)
+    shortest = min(len(c["schedule"]) // 2 for out in (first, second) for c in out["crashes"]
+                   if c["signature"] == shared["signature"])
+    shown = json.loads(_invoke("crashes", "show", str(shared["id"]), "--db", fresh_url, "--json").stdout)
+    assert len(bytes.fromhex(shown["best_sample"]["schedule"])) == shortest
+    assert any("unhandled-trap" in line for line in shown["trace"])
+
+
+def test_repro_mark_and_filters(fresh_url):  # noqa: F811
+    _fuzz(fresh_url, 1)
+    rows = json.loads(_invoke("crashes", "list", "--db", fresh_url, "--json").stdout)
+    bucket = rows[0]["id"]
+    r = _invoke("crashes", "repro", str(bucket), "--db", fresh_url)
+    assert r.exit_code == 0 and "reproduces" in r.stdout
+    assert _invoke("crashes", "mark", str(bucket), "--status", "fixed", "--note", "v5.6", "--db",
+                   fresh_url).exit_code == 0
+    fixed = json.loads(_invoke("crashes", "list", "--status", "fixed", "--db", fresh_url, "--json").stdout)
+    assert [r["id"] for r in fixed] == [bucket] and fixed[0]["note"] == "v5.6"
+    none = json.loads(_invoke("crashes", "list", "--oracle", "deadlock", "--db", fresh_url, "--json").stdout)
+    assert none == []
+
+
+def test_bad_input_is_one_line(tmp_path):
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    for args in (["crashes", "show", "12345", "--db", url],
+                 ["crashes", "mark", "12345", "--status", "fixed", "--db", url],
+                 ["crashes", "list", "--since", "yesterday", "--db", url],
+                 ["crashes", "list", "--db", "postgresql+psycopg://postgres:secret@127.0.0.1:1/x"],
+                 ["fuzz", SPEC, "--schedules", "5", "--db", "postgresql+psycopg://postgres@127.0.0.1:1/x"]):
+        r = _invoke(*args)
+        assert r.exit_code == 2, (args, r.output)
+        lines = [line for line in r.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("patchfuzz: error:"), (args, r.stderr)
+        assert "secret" not in r.stderr and "Traceback" not in r.stderr
+
+
+def test_corrupt_database_is_left_untouched(tmp_path):
+    path = tmp_path / "c.db"
+    path.write_bytes(b"not a database" * 100)
+    before = path.read_bytes()
+    r = _invoke("fuzz", SPEC, "--strategy", "random", "--schedules", "5", "--db", str(path))
+    assert r.exit_code == 2 and "patchfuzz: error:" in r.stderr
+    assert path.read_bytes() == before
+
+
+def test_no_db_stores_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = _invoke("fuzz", SPEC, "--strategy", "random", "--schedules", "50", "--no-db", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["database"] is None
+    assert not (tmp_path / "patchfuzz.db").exists()
