@@ -6,7 +6,7 @@ P ?= x86/text_poke_bp:no-final-sync
 DURATION ?= 20
 ARGS ?=
 
-.PHONY: fuzz test lint bench clean
+.PHONY: fuzz test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
