@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from .atheris import AtherisStrategy
 from .base import Run, Strategy
+from .exhaustive import ExhaustiveStrategy
 from .pct import PctStrategy
 from .random import RandomStrategy
 
-STRATEGIES: dict[str, type] = {"atheris": AtherisStrategy, "pct": PctStrategy, "random": RandomStrategy}
+STRATEGIES: dict[str, type] = {"atheris": AtherisStrategy, "pct": PctStrategy, "random": RandomStrategy,
+                               "exhaustive": ExhaustiveStrategy}
 DEFAULT_STRATEGY = "atheris"
 
-__all__ = ["STRATEGIES", "AtherisStrategy", "PctStrategy", "RandomStrategy", "Run", "Strategy"]
+__all__ = ["STRATEGIES", "AtherisStrategy", "ExhaustiveStrategy", "PctStrategy", "RandomStrategy", "Run", "Strategy"]
