@@ -173,24 +173,35 @@ class _CrashStore:
                                            variant=machine.variant, strategy=strategy,
                                            config={**self.config, "seed": seed})
         self.new_buckets = 0
+        self.new_bucket_ids: dict[int, bytes] = {}
 
     def _store(self, rec, hits: int) -> None:
         f = rec.finding
         replay = self.machine.run(rec.schedule, trace=True)
-        _, new = self._db_mod.store_finding(
+        bucket, new = self._db_mod.store_finding(
             self.db, signature=f.signature, protocol=f.protocol, variant=f.variant,
             oracle=f.oracle, title=f.title, schedule=rec.schedule, schedule_format=SCHEDULE_FORMAT,
             engine_version=ENGINE_VERSION, config=self.config, trace_sha256=replay.trace_sha256,
             detail=f.detail, consequence=f.consequence, campaign_id=self.campaign, hits=hits)
         self.new_buckets += new
+        if new:
+            self.new_bucket_ids[bucket] = rec.schedule
 
     def found(self, rec) -> None:
         self._store(rec, 1)
 
-    def finish(self, res: CampaignResult) -> None:
+    def finish(self, res: CampaignResult, minimize_runs: int) -> None:
         for rec in res.crashes.values():
             if rec.hits > 1:
                 self._store(rec, rec.hits - 1)
+        if minimize_runs:  # new buckets get their smallest reproducer right away
+            from .minimize import minimize
+
+            for bucket, schedule in self.new_bucket_ids.items():
+                small, _, _, _ = minimize(self.machine, schedule, max_runs=minimize_runs)
+                trace = self.machine.run(small, trace=True).trace_sha256
+                self._db_mod.set_minimized(self.db, bucket, small, trace,
+                                           engine_version=ENGINE_VERSION, schedule_format=SCHEDULE_FORMAT)
         self._db_mod.finish_campaign(
             self.db, self.campaign, schedules_run=res.schedules, seconds=res.seconds,
             findings=sum(r.hits for r in res.crashes.values()), unique_findings=len(res.crashes),
@@ -236,10 +247,12 @@ def _strategy_kwargs(strategy: str, depth: int, corpus: str | None, bounds: tupl
 @click.option("--db", "db_url", default=None, metavar="URL",
               help="Crash database (default: $PATCHFUZZ_DB, else patchfuzz.db here).")
 @click.option("--no-db", is_flag=True, help="Do not store findings.")
+@click.option("--minimize-runs", type=int, default=2000, show_default=True,
+              help="Runs spent minimizing each new bucket at the end (0: do not minimize).")
 @smz_option
 def fuzz(spec: str, seconds: float | None, schedules: int | None, seed: int, cpus: int,
          strategy: str, depth: int, corpus: str | None, bounds: tuple[str, ...], as_json: bool,
-         db_url: str | None, no_db: bool, stop_machine_serializes: bool | None) -> None:
+         db_url: str | None, no_db: bool, minimize_runs: int, stop_machine_serializes: bool | None) -> None:
     """Search schedules for violations; keeps going after a finding."""
     if seconds is not None and schedules is not None:
         raise UserError("give --seconds or --schedules, not both")
@@ -275,7 +288,7 @@ def fuzz(spec: str, seconds: float | None, schedules: int | None, seed: int, cpu
         res = run_campaign(machine, strat, schedules=schedules, seconds=seconds,
                            on_crash=on_crash)
     if store:
-        store.finish(res)
+        store.finish(res, minimize_runs)
     if as_json:
         click.echo(json.dumps({
             "database": store.url if store else None,
@@ -353,6 +366,37 @@ def bench(strategies: str, trials: int, cap: float, cpus: int, seed: int, varian
                               progress=None if as_json else (lambda r: click.echo(b.format_row(r))))
     if as_json:
         click.echo(json.dumps(rows, indent=2))
+
+
+@main.command("minimize")
+@click.argument("spec", metavar="PROTOCOL[:VARIANT]")
+@click.option("--schedule", "schedule", required=True, metavar="HEX|@FILE")
+@click.option("--cpus", default=4, show_default=True, type=int)
+@click.option("--max-runs", default=20000, show_default=True, type=int)
+@click.option("--json", "as_json", is_flag=True)
+@smz_option
+def minimize_cmd(spec: str, schedule: str, cpus: int, max_runs: int, as_json: bool,
+                 stop_machine_serializes: bool | None) -> None:
+    """Shrink a finding's schedule while the same signature reproduces."""
+    from .minimize import minimize
+
+    data = _read_schedule(schedule)
+    machine = _machine(spec, cpus, stop_machine_serializes)
+    f = machine.run(data).finding
+    if f is None:
+        raise UserError("that schedule runs clean on this protocol and configuration: nothing to minimize")
+    small, before, after, runs = minimize(machine, data, max_runs=max_runs)
+    if as_json:
+        click.echo(json.dumps({"oracle": f.oracle, "title": f.title, "signature": f.signature,
+                               "schedule": small.hex(), "before": before.to_dict(),
+                               "after": after.to_dict(), "runs": runs}, indent=2))
+        return
+    click.echo(f"[{f.oracle}] {f.title}  ({runs} runs)")
+    for name, b, a in (("bytes", before.bytes, after.bytes), ("steps", before.steps, after.steps),
+                       ("NMIs", before.nmis, after.nmis), ("preemptions", before.preemptions, after.preemptions),
+                       ("foreign int3s", before.foreign_traps, after.foreign_traps)):
+        click.echo(f"  {name:<14} {b:>5} -> {a}")
+    click.echo(f"minimized schedule: {small.hex() or '(empty)'}")
 
 
 db_option = click.option("--db", "db_url", default=None, metavar="URL",

@@ -51,7 +51,7 @@ def test_run_empty_schedule_json_is_clean():
 
 def test_fuzz_findings_replay_through_run(tmp_path):
     spec = "x86/text_poke_bp:no-final-sync"
-    result = _invoke("fuzz", spec, "--strategy", "random", "--schedules", "300", "--seed", "0", "--json")
+    result = _invoke("fuzz", spec, "--strategy", "random", "--schedules", "300", "--seed", "0", "--no-db", "--json")
     assert result.exit_code == 0, result.output
     out = _json(result)
     assert {"schedules", "seconds", "crashes"} <= set(out)
@@ -78,7 +78,7 @@ def test_fuzz_findings_replay_through_run(tmp_path):
         assert _json(from_file)["trace_sha256"] == got["trace_sha256"]
 
     # the same seed and budget give the same findings
-    again = _json(_invoke("fuzz", spec, "--strategy", "random", "--schedules", "300", "--seed", "0", "--json"))
+    again = _json(_invoke("fuzz", spec, "--strategy", "random", "--schedules", "300", "--seed", "0", "--no-db", "--json"))
     strip = [{k: v for k, v in c.items() if k != "first_seconds"} for c in out["crashes"]]
     assert [{k: v for k, v in c.items() if k != "first_seconds"} for c in again["crashes"]] == strip
 
@@ -134,3 +134,7 @@ def test_default_strategy_is_atheris_and_keeps_its_corpus(tmp_path, monkeypatch)
     assert out["strategy"] == "atheris" and out["crashes"]
     corpus = tmp_path / ".patchfuzz" / "corpus" / "x86_text_poke_bp" / "no-final-sync"
     assert corpus.is_dir() and any(corpus.iterdir())
+    # the main job leaves a database to triage, in the working directory by default
+    assert (tmp_path / "patchfuzz.db").is_file()
+    listed = CliRunner().invoke(main, ["crashes", "list", "--json"])
+    assert {row["signature"] for row in json.loads(listed.stdout)} == {c["signature"] for c in out["crashes"]}

@@ -16,7 +16,7 @@ def _invoke(*args):
 
 
 def _fuzz(url, seed):
-    r = _invoke("fuzz", SPEC, "--strategy", "random", "--schedules", "400", "--seed", str(seed),
+    r = _invoke("fuzz", SPEC, "--strategy", "random", "--schedules", "400", "--seed", str(seed), "--minimize-runs", "0",
                 "--db", url, "--json")
     assert r.exit_code == 0, r.output
     return json.loads(r.stdout)

@@ -71,7 +71,7 @@ def test_pct_hands_over_to_defaults_after_max_len():
 
 
 def test_fuzz_cli_pct_json_replays():
-    r = CliRunner().invoke(main, ["fuzz", "x86/text_poke_bp:no-final-sync", "--strategy", "pct",
+    r = CliRunner().invoke(main, ["fuzz", "x86/text_poke_bp:no-final-sync", "--no-db", "--strategy", "pct",
                                   "--depth", "2", "--schedules", "300", "--seed", "1", "--json"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
