@@ -116,6 +116,13 @@ class _Opaque(Exception):
 
 
 class ExhaustiveStrategy:
+    """Bounded exhaustive search (see the module docstring for the bounds and the reduction).
+
+    `stats()`: explored (runs), pruned (runs ended on a state already covered), choice_points
+    (draws with more than one answer), max_depth (most draws in one run), states (distinct
+    states cached), uncached (state checks skipped because the encoder gave up; 0 normally).
+    `done` / `next_run() is None`: every schedule within the bounds has been covered."""
+
     name = "exhaustive"
     wants_coverage = False
     BOUNDS = ("context_switches", "nmis", "foreign_traps", "preemptions", "store_delays",
@@ -172,11 +179,11 @@ class ExhaustiveStrategy:
         if self.machine is None:
             raise RuntimeError("bind() the strategy to a machine first")
         spent, _, trail, i, j = heapq.heappop(self._work)
-        return Run(b"", _DfsSource(self, trail, i, j, spent))
+        return Run(b"", _ReplaySource(self, trail, i, j, spent))
 
     def observe(self, run: Run, result: RunResult) -> None:
         src = run.source
-        if not isinstance(src, _DfsSource):
+        if not isinstance(src, _ReplaySource):
             return
         self.explored += 1
         if result.abandoned:
@@ -238,7 +245,7 @@ class _Trail:
         self.chosen = bytearray()
 
 
-class _DfsSource:
+class _ReplaySource:
     """Answers one run's draws: the prefix of an earlier run with draw `i` answered by its
     alternative `j`, then the first alternative everywhere.
 
