@@ -399,6 +399,36 @@ def minimize_cmd(spec: str, schedule: str, cpus: int, max_runs: int, as_json: bo
     click.echo(f"minimized schedule: {small.hex() or '(empty)'}")
 
 
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=Path("corpus"))
+@click.option("--junit", "junit", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write a JUnit XML report here.")
+@click.option("--json", "as_json", is_flag=True)
+def replay(directory: Path, junit: Path | None, as_json: bool) -> None:
+    """Replay the regression corpus; exit 1 on a regression either way or an unreadable case."""
+    from .regress import junit_xml, replay_dir
+
+    if not directory.is_dir():
+        raise UserError(f"corpus directory not found: {directory}")
+    outcomes = replay_dir(directory)
+    if not outcomes:
+        raise UserError(f"no cases (*.json) under {directory}")
+    if junit:
+        junit.write_text(junit_xml(outcomes), encoding="utf-8")
+    bad = [o for o in outcomes if o.status != "pass"]
+    if as_json:
+        click.echo(json.dumps({"cases": len(outcomes), "passed": len(outcomes) - len(bad),
+                               "regressions": sum(o.status == "regression" for o in bad),
+                               "errors": sum(o.status == "error" for o in bad),
+                               "outcomes": [o.to_dict() for o in outcomes]}, indent=2))
+    else:
+        for o in outcomes:
+            click.echo(f"{o.status.upper():<10} {o.case}: {o.message}")
+        click.echo(f"{len(outcomes) - len(bad)} passed, {len(bad)} failed")
+    if bad:
+        sys.exit(1)
+
+
 db_option = click.option("--db", "db_url", default=None, metavar="URL",
                          help="Crash database (default: $PATCHFUZZ_DB, else patchfuzz.db here).")
 
