@@ -484,19 +484,33 @@ def crashes_list(protocol, oracle, status, since, as_json, db_url) -> None:
 @crashes.command("show")
 @click.argument("bucket_id", type=int)
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--timeline", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also draw the race, one lane per CPU: FILE.svg or FILE.html.")
 @db_option
-def crashes_show(bucket_id, as_json, db_url) -> None:
+def crashes_show(bucket_id, as_json, timeline, db_url) -> None:
     """Everything about a bucket, with the trace of its shortest reproducer."""
+    if timeline is not None and timeline.suffix not in (".svg", ".html"):
+        raise UserError(f"--timeline must name a .svg or .html file, got {timeline}")
     database = _open_db(db_url)
     b = _bucket(database, bucket_id)
     sample = b.get("best_sample") or {}
     trace: list[str] = []
+    cpus = (sample.get("config") or {}).get("cpus", 4)
     if sample:
         try:
-            machine = _machine(f"{b['protocol']}:{b['variant']}", (sample.get("config") or {}).get("cpus", 4), None)
+            machine = _machine(f"{b['protocol']}:{b['variant']}", cpus, None)
             trace = machine.run(bytes(sample["schedule"]), trace=True).trace
         except UserError:
             trace = ["(protocol no longer available: trace not replayed)"]
+    if timeline is not None:
+        from .timeline import render_html, render_svg
+
+        title = f"{b['protocol']}:{b['variant']} [{b['oracle']}] {b['title']}"
+        render = render_svg if timeline.suffix == ".svg" else render_html
+        try:
+            timeline.write_text(render(trace, title, cpus), encoding="utf-8")
+        except OSError as e:
+            raise UserError(f"cannot write {timeline}: {e.strerror}") from None
     if as_json:
         out = {**b, "trace": trace}
         if sample:

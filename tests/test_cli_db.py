@@ -83,3 +83,25 @@ def test_no_db_stores_nothing(tmp_path, monkeypatch):
     r = _invoke("fuzz", SPEC, "--strategy", "random", "--schedules", "50", "--no-db", "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["database"] is None
     assert not (tmp_path / "patchfuzz.db").exists()
+
+
+def test_timeline_picture(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    _fuzz(url, 1)
+    bucket = json.loads(_invoke("crashes", "list", "--db", url, "--json").stdout)[0]
+    svg = tmp_path / "race.svg"
+    r = _invoke("crashes", "show", str(bucket["id"]), "--db", url, "--timeline", str(svg))
+    assert r.exit_code == 0, r.output
+    root = ET.parse(svg).getroot()  # well-formed SVG
+    texts = [t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}text")]
+    assert [t for t in texts if t.startswith("cpu")][:4] == ["cpu0", "cpu1", "cpu2", "cpu3"]
+    assert any(bucket["title"] in t for t in texts)  # the violation is marked with its title
+    tooltips = [t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}title")]
+    assert any("fetch fentry" in t for t in tooltips) and any("poke fentry" in t for t in tooltips)
+    html = tmp_path / "race.html"
+    assert _invoke("crashes", "show", str(bucket["id"]), "--db", url, "--timeline", str(html)).exit_code == 0
+    assert "<svg" in html.read_text() and "<pre>" in html.read_text()
+    bad = _invoke("crashes", "show", str(bucket["id"]), "--db", url, "--timeline", str(tmp_path / "x.png"))
+    assert bad.exit_code == 2 and "patchfuzz: error:" in bad.stderr
