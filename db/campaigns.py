@@ -33,17 +33,11 @@ def finish_campaign(db: Database, campaign_id: int, *, status: str = "finished",
     values = {"status": status, "finished": utcnow(), "schedules_run": schedules_run, "seconds": seconds,
               "coverage": coverage, "findings": findings, "unique_findings": unique_findings,
               "new_buckets": new_buckets, "stats": dict(stats or {})}
-    with db.session() as s:
-        if s.execute(update(campaigns).where(campaigns.c.id == campaign_id).values(values)).rowcount == 0:
-            raise NotFound(f"no campaign with id {campaign_id}")
+    _update_one(db, campaigns, campaign_id, values, "campaign")
 
 
 def get_campaign(db: Database, campaign_id: int) -> dict[str, Any]:
-    with db.session() as s:
-        row = s.execute(select(campaigns).where(campaigns.c.id == campaign_id)).mappings().first()
-    if row is None:
-        raise NotFound(f"no campaign with id {campaign_id}")
-    return dict(row)
+    return _get_one(db, campaigns, campaign_id, "campaign")
 
 
 def create_job(db: Database, campaign_id: int, *, seed: int, budget: float) -> int:
@@ -67,14 +61,22 @@ def finish_job(db: Database, job_id: int, *, state: str = "finished", schedules_
 
 
 def get_job(db: Database, job_id: int) -> dict[str, Any]:
-    with db.session() as s:
-        row = s.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
-    if row is None:
-        raise NotFound(f"no job with id {job_id}")
-    return dict(row)
+    return _get_one(db, jobs, job_id, "job")
 
 
 def _update_job(db: Database, job_id: int, values: dict[str, Any]) -> None:
+    _update_one(db, jobs, job_id, values, "job")
+
+
+def _get_one(db: Database, table, row_id: int, what: str) -> dict[str, Any]:
     with db.session() as s:
-        if s.execute(update(jobs).where(jobs.c.id == job_id).values(values)).rowcount == 0:
-            raise NotFound(f"no job with id {job_id}")
+        row = s.execute(select(table).where(table.c.id == row_id)).mappings().first()
+    if row is None:
+        raise NotFound(f"no {what} with id {row_id}")
+    return dict(row)
+
+
+def _update_one(db: Database, table, row_id: int, values: dict[str, Any], what: str) -> None:
+    with db.session() as s:
+        if s.execute(update(table).where(table.c.id == row_id).values(values)).rowcount == 0:
+            raise NotFound(f"no {what} with id {row_id}")

@@ -203,7 +203,6 @@ class Machine:
             self.sites[name] = SiteState(name, lay.addr, bytes(spec.old), new, lay.func)
         self.site_by_addr = {s.addr: s for s in self.sites.values()}
         self._site_ranges = [(s.addr, s.end, s) for s in self.sites.values()]
-        self.end_pcs = {self.image.symbols["nmi_handler"] + 0}
         hooks = CpuHooks(on_site=self._on_site, on_trap=self._on_trap, on_fault=self._on_fault)
         self.ncpus = self.config.cpus
         self.cpus = [Cpu(i, self.arch.new_cpu(self.image, i, hooks), self.sites)
@@ -270,6 +269,7 @@ class Machine:
                 if self._event(ev):
                     continue
             # round robin by default: the next runnable CPU after the one stepped last
+            # the common case (nothing pending on a CPU) inline; _runnable() for the rest
             runnable = []
             for c in orders[self.last_cpu]:
                 if not c.online:
@@ -396,11 +396,6 @@ class Machine:
     def _runnable(self, cpu: Cpu) -> bool:
         if not cpu.online:
             return False
-        if not (cpu.ipis or cpu.stop_req is not None or cpu.preempted):
-            op = cpu.frames[-1].op  # the common case: nothing pending on this CPU
-            if op is None:
-                return False
-            return not op.blocking or self._ready(cpu, cpu.frames[-1], op)
         if cpu.ipis and self._irqs_on(cpu):
             return True
         if cpu.stop_req is not None and self._can_park(cpu):

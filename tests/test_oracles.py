@@ -86,13 +86,19 @@ def test_oracle_fires(oracle):
     assert again.finding is not None and again.finding.signature == finding.signature
 
 
-def test_mid_insn_resume_points_inside_the_site():
-    machine = Machine(MidInsnResume, "nops", Config(cpus=CPUS))
+def _first_finding(cls, variant):
+    """The first finding of seeded random search within the schedule budget, or None."""
+    machine = Machine(cls, variant, Config(cpus=CPUS))
     strategy = RandomStrategy(seed=SEED)
     for _ in range(MAX_SCHEDULES):
         f = machine.run(strategy.next_schedule()).finding
         if f is not None:
-            break
+            return f
+    return None
+
+
+def test_mid_insn_resume_points_inside_the_site():
+    f = _first_finding(MidInsnResume, "nops")
     assert f is not None and f.oracle == "mid-insn-resume"
     m = re.search(r"resumes at fentry_func\+0x([0-9a-f]+)", f.detail)
     assert m, f.detail
@@ -100,12 +106,7 @@ def test_mid_insn_resume_points_inside_the_site():
 
 
 def test_wrong_target_names_the_bad_emulation():
-    machine = Machine(WrongTarget, "bad-emulation", Config(cpus=CPUS))
-    strategy = RandomStrategy(seed=SEED)
-    for _ in range(MAX_SCHEDULES):
-        f = machine.run(strategy.next_schedule()).finding
-        if f is not None:
-            break
+    f = _first_finding(WrongTarget, "bad-emulation")
     assert f is not None and f.oracle == "wrong-target"
     assert "emulated jmp" in f.detail
 
