@@ -6,12 +6,18 @@ migrated by Alembic (db/migrations) on open.
 """
 
 from .campaigns import (
+    campaign_jobs,
+    campaign_totals,
+    cancel_campaign,
     create_campaign,
     create_job,
     finish_campaign,
     finish_job,
     get_campaign,
     get_job,
+    job_progress,
+    list_campaigns,
+    settle_campaign,
     start_job,
 )
 from .crashes import (
@@ -27,12 +33,15 @@ from .crashes import (
     set_minimized,
     store_finding,
     store_findings_batch,
+    store_job_findings,
 )
 from .engine import Database, open_db, resolve_url
 from .errors import DatabaseError, NotFound
 from .models import BUCKET_STATUSES
 
 __all__ = [
+    "campaign_jobs", "campaign_totals", "cancel_campaign", "job_progress", "list_campaigns",
+    "settle_campaign", "store_job_findings",
     "BUCKET_STATUSES", "Database", "DatabaseError", "NotFound", "add_corpus_entries", "corpus_entries",
     "create_campaign", "create_job", "finish_campaign", "finish_job", "get_bucket", "get_campaign",
     "get_job", "get_sample", "list_buckets", "list_regression_runs", "list_samples", "mark", "open_db",

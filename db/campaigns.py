@@ -5,15 +5,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, func, insert, select, update
 
 from .coltypes import utcnow
+from .crashes import _greatest
 from .engine import Database
 from .errors import NotFound
-from .models import Campaign, Job
+from .models import Campaign, CrashSample, Job
 
 campaigns: Table = Campaign.__table__  # type: ignore[assignment]
 jobs: Table = Job.__table__  # type: ignore[assignment]
+samples: Table = CrashSample.__table__  # type: ignore[assignment]
 
 
 def create_campaign(db: Database, *, protocol: str, variant: str, strategy: str,
@@ -50,14 +52,116 @@ def create_job(db: Database, campaign_id: int, *, seed: int, budget: float) -> i
         return s.execute(insert(jobs).values(row).returning(jobs.c.id)).scalar_one()
 
 
-def start_job(db: Database, job_id: int, worker: str) -> None:
-    _update_job(db, job_id, {"state": "running", "started": utcnow(), "worker": worker})
+def start_job(db: Database, job_id: int, worker: str) -> int:
+    """Mark a job running on `worker`; returns which attempt this is (1 on first delivery)."""
+    now = utcnow()
+    with db.session() as s:
+        n = s.execute(update(jobs).where(jobs.c.id == job_id)
+                      .values(state="running", started=now, heartbeat=now, worker=worker,
+                              attempts=jobs.c.attempts + 1, error=None)
+                      .returning(jobs.c.attempts)).scalar_one_or_none()
+    if n is None:
+        raise NotFound(f"no job with id {job_id}")
+    return n
+
+
+def job_progress(db: Database, job_id: int, *, schedules_run: int, coverage: int | None = None,
+                 corpus: int | None = None) -> None:
+    """A running job's figures so far. Absolute values, kept at their maximum, so a retried or
+    redelivered job does not add its runs twice."""
+    values: dict[str, Any] = {"heartbeat": utcnow(),
+                              "schedules_run": _greatest(db, jobs.c.schedules_run, schedules_run)}
+    if coverage is not None:
+        values["coverage"] = _greatest(db, func.coalesce(jobs.c.coverage, 0), coverage)
+    if corpus is not None:
+        values["corpus"] = corpus
+    _update_job(db, job_id, values)
 
 
 def finish_job(db: Database, job_id: int, *, state: str = "finished", schedules_run: int = 0,
                error: str | None = None) -> None:
-    _update_job(db, job_id, {"state": state, "finished": utcnow(), "schedules_run": schedules_run,
+    _update_job(db, job_id, {"state": state, "finished": utcnow(),
+                             "schedules_run": _greatest(db, jobs.c.schedules_run, schedules_run),
                              "error": error})
+
+
+def campaign_jobs(db: Database, campaign_id: int) -> list[dict[str, Any]]:
+    with db.session() as s:
+        q = select(jobs).where(jobs.c.campaign_id == campaign_id).order_by(jobs.c.id)
+        return [dict(r) for r in s.execute(q).mappings()]
+
+
+def list_campaigns(db: Database, *, limit: int = 20) -> list[dict[str, Any]]:
+    """The latest campaigns, newest first, each with its job counts per state."""
+    with db.session() as s:
+        rows = [dict(r) for r in s.execute(
+            select(campaigns).order_by(campaigns.c.id.desc()).limit(limit)).mappings()]
+        ids = [r["id"] for r in rows]
+        counts: dict[int, dict[str, int]] = {i: {} for i in ids}
+        if ids:
+            q = (select(jobs.c.campaign_id, jobs.c.state, func.count())
+                 .where(jobs.c.campaign_id.in_(ids)).group_by(jobs.c.campaign_id, jobs.c.state))
+            for cid, state, n in s.execute(q):
+                counts[cid][state] = n
+    for r in rows:
+        r["jobs"] = counts[r["id"]]
+    return rows
+
+
+def campaign_totals(db: Database, campaign_id: int) -> dict[str, Any]:
+    """What a campaign's jobs have done so far: schedules, coverage, hits, new buckets."""
+    with db.session() as s:
+        row = s.execute(select(
+            func.coalesce(func.sum(jobs.c.schedules_run), 0), func.max(jobs.c.coverage),
+            func.coalesce(func.sum(jobs.c.findings), 0), func.coalesce(func.sum(jobs.c.new_buckets), 0),
+            func.coalesce(func.sum(jobs.c.budget), 0.0),
+        ).where(jobs.c.campaign_id == campaign_id)).one()
+    return {"schedules_run": int(row[0]), "coverage": row[1], "findings": int(row[2]),
+            "new_buckets": int(row[3]), "seconds": float(row[4])}
+
+
+def settle_campaign(db: Database, campaign_id: int) -> str:
+    """Close a campaign once none of its jobs is queued or running; returns its status.
+    Safe to call from every job's end at once: the totals are recomputed, not added."""
+    with db.session() as s:
+        open_jobs = s.execute(select(func.count()).where(
+            jobs.c.campaign_id == campaign_id, jobs.c.state.in_(("queued", "running")))).scalar_one()
+        status = s.execute(select(campaigns.c.status).where(campaigns.c.id == campaign_id)).scalar_one_or_none()
+    if status is None:
+        raise NotFound(f"no campaign with id {campaign_id}")
+    if open_jobs or status not in ("running", "cancelled"):
+        return status
+    t = campaign_totals(db, campaign_id)
+    with db.session() as s:
+        unique = s.execute(select(func.count(func.distinct(samples.c.bucket_id)))
+                           .where(samples.c.campaign_id == campaign_id)).scalar_one()
+        failed = s.execute(select(func.count()).where(
+            jobs.c.campaign_id == campaign_id, jobs.c.state == "failed")).scalar_one()
+    final = "cancelled" if status == "cancelled" else ("failed" if failed else "finished")
+    values = {"status": final, "schedules_run": t["schedules_run"], "coverage": t["coverage"],
+              "findings": t["findings"], "unique_findings": unique, "new_buckets": t["new_buckets"],
+              "seconds": t["seconds"]}
+    with db.session() as s:
+        # only the first caller stamps `finished`
+        s.execute(update(campaigns).where(campaigns.c.id == campaign_id, campaigns.c.finished.is_(None))
+                  .values(finished=utcnow()))
+        s.execute(update(campaigns).where(campaigns.c.id == campaign_id).values(values))
+    return final
+
+
+def cancel_campaign(db: Database, campaign_id: int) -> list[int]:
+    """Mark a campaign cancelled and its queued or running jobs with it; returns those job ids
+    (the caller stops them in the queue)."""
+    with db.session() as s:
+        if s.execute(update(campaigns).where(campaigns.c.id == campaign_id)
+                     .values(status="cancelled")).rowcount == 0:
+            raise NotFound(f"no campaign with id {campaign_id}")
+        ids = list(s.execute(update(jobs).where(jobs.c.campaign_id == campaign_id,
+                                                jobs.c.state.in_(("queued", "running")))
+                             .values(state="cancelled", finished=utcnow())
+                             .returning(jobs.c.id)).scalars())
+    settle_campaign(db, campaign_id)
+    return sorted(ids)
 
 
 def get_job(db: Database, job_id: int) -> dict[str, Any]:

@@ -23,12 +23,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from .coltypes import utcnow
 from .engine import Database
 from .errors import NotFound
-from .models import BUCKET_STATUSES, CorpusEntry, CrashBucket, CrashSample, RegressionRun
+from .models import BUCKET_STATUSES, CorpusEntry, CrashBucket, CrashSample, Job, JobFinding, RegressionRun
 
 buckets: Table = CrashBucket.__table__  # type: ignore[assignment]
 samples: Table = CrashSample.__table__  # type: ignore[assignment]
 corpus: Table = CorpusEntry.__table__  # type: ignore[assignment]
 runs: Table = RegressionRun.__table__  # type: ignore[assignment]
+job_hits: Table = JobFinding.__table__  # type: ignore[assignment]
+jobs_table: Table = Job.__table__  # type: ignore[assignment]
 
 # Rows per multi-row statement: well under SQLite's bound-parameter limit for every table here.
 CHUNK = 200
@@ -107,6 +109,13 @@ def store_findings_batch(
     rows = [_normalize(f, campaign_id, job_id) for f in findings]
     if not rows:
         return {}
+    with db.session() as s:
+        return _store_rows(db, s, rows)
+
+
+def _store_rows(db: Database, s, rows: list[dict[str, Any]]) -> dict[str, tuple[int, bool]]:
+    """Upsert the buckets of normalized rows and insert a sample for each row whose `_sample`
+    is not False, in the caller's transaction."""
     now = utcnow()
     # Postgres rejects a statement that hits the same conflict key twice, so one row per
     # signature; sorted, so concurrent batches lock bucket rows in the same order (no deadlock).
@@ -127,45 +136,92 @@ def store_findings_batch(
     ordered = [per_sig[s] for s in sorted(per_sig)]
 
     result: dict[str, tuple[int, bool]] = {}
-    with db.session() as s:
-        for i in range(0, len(ordered), CHUNK):
-            chunk = ordered[i:i + CHUNK]
-            ins = _upsert_insert(db, buckets).values(chunk)
-            stmt = ins.on_conflict_do_update(
-                index_elements=[buckets.c.signature],
-                set_={
-                    "count": buckets.c.count + ins.excluded.count,
-                    "first_seen": _least(db, buckets.c.first_seen, ins.excluded.first_seen),
-                    "last_seen": _greatest(db, buckets.c.last_seen, ins.excluded.last_seen),
-                },
-            ).returning(buckets.c.id, buckets.c.signature, buckets.c.count.label("n"))
-            for bid, sig, n in s.execute(stmt):
-                # A bucket that existed had count >= 1 before, so only a new one ends at exactly
-                # the batch's hits. (Postgres's xmax trick has no SQLite equivalent.)
-                result[sig] = (bid, n == per_sig[sig]["count"])
+    for i in range(0, len(ordered), CHUNK):
+        chunk = ordered[i:i + CHUNK]
+        ins = _upsert_insert(db, buckets).values(chunk)
+        stmt = ins.on_conflict_do_update(
+            index_elements=[buckets.c.signature],
+            set_={
+                "count": buckets.c.count + ins.excluded.count,
+                "first_seen": _least(db, buckets.c.first_seen, ins.excluded.first_seen),
+                "last_seen": _greatest(db, buckets.c.last_seen, ins.excluded.last_seen),
+            },
+        ).returning(buckets.c.id, buckets.c.signature, buckets.c.count.label("n"))
+        for bid, sig, n in s.execute(stmt):
+            # A bucket that existed had count >= 1 before, so only a new one ends at exactly
+            # the batch's hits. (Postgres's xmax trick has no SQLite equivalent.)
+            result[sig] = (bid, n == per_sig[sig]["count"])
 
-        sample_rows = [{
-            "bucket_id": result[r["signature"]][0], "schedule": r["schedule"],
-            "schedule_len": len(r["schedule"]), "schedule_format": r["schedule_format"],
-            "engine_version": r["engine_version"], "protocol": r["protocol"], "variant": r["variant"],
-            "config": r["config"], "trace_sha256": r["trace_sha256"], "detail": r["detail"],
-            "consequence": r["consequence"], "minimized": False, "campaign_id": r["campaign_id"],
-            "job_id": r["job_id"], "created": r["seen"] or now,
-        } for r in rows]
-        ids = s.execute(insert(samples).returning(samples.c.id, sort_by_parameter_order=True),
-                        sample_rows).scalars().all()
+    sample_rows = [{
+        "bucket_id": result[r["signature"]][0], "schedule": r["schedule"],
+        "schedule_len": len(r["schedule"]), "schedule_format": r["schedule_format"],
+        "engine_version": r["engine_version"], "protocol": r["protocol"], "variant": r["variant"],
+        "config": r["config"], "trace_sha256": r["trace_sha256"], "detail": r["detail"],
+        "consequence": r["consequence"], "minimized": False, "campaign_id": r["campaign_id"],
+        "job_id": r["job_id"], "created": r["seen"] or now,
+    } for r in rows if r.get("_sample", True)]
+    if not sample_rows:
+        return result
+    ids = s.execute(insert(samples).returning(samples.c.id, sort_by_parameter_order=True),
+                    sample_rows).scalars().all()
 
-        # Shortest sample of the batch per bucket; on equal lengths the earlier one (lower id).
-        best: dict[int, tuple[int, int]] = {}
-        for sid, row in zip(ids, sample_rows, strict=True):
-            cand = (row["schedule_len"], sid)
-            cur = best.get(row["bucket_id"])
-            if cur is None or cand < cur:
-                best[row["bucket_id"]] = cand
-        for bid in sorted(best):
-            length, sid = best[bid]
-            _offer_best(s, bid, sid, length)
+    # Shortest sample of the batch per bucket; on equal lengths the earlier one (lower id).
+    best: dict[int, tuple[int, int]] = {}
+    for sid, row in zip(ids, sample_rows, strict=True):
+        cand = (row["schedule_len"], sid)
+        cur = best.get(row["bucket_id"])
+        if cur is None or cand < cur:
+            best[row["bucket_id"]] = cand
+    for bid in sorted(best):
+        length, sid = best[bid]
+        _offer_best(s, bid, sid, length)
     return result
+
+
+def store_job_findings(db: Database, job_id: int, findings: Iterable[Mapping[str, Any]],
+                       *, campaign_id: int | None = None) -> dict[str, tuple[int, bool]]:
+    """Record what a farm job has found so far, idempotently.
+
+    Each finding's `hits` is the job's running total for that signature, not an increment:
+    the bucket count grows only by the part not reported before (a per-job ledger,
+    `job_findings`), and the job's first report of a signature keeps its schedule as a sample.
+    So reporting the same totals again, or a second delivery of the same job finding the same
+    things, changes nothing. Returns {signature: (bucket id, whether new)} for the signatures
+    that grew."""
+    rows = sorted((_normalize(f, campaign_id, job_id) for f in findings), key=lambda r: r["signature"])
+    if not rows:
+        return {}
+    rows = list({r["signature"]: r for r in rows}.values())  # one total per signature
+    ledger_ins = _upsert_insert(db, job_hits)
+    with db.session() as s:
+        grown = []
+        for r in rows:
+            # Creates the ledger row if missing, then locks it (Postgres; SQLite's IMMEDIATE
+            # transaction already holds the write lock), so two deliveries cannot both add.
+            s.execute(ledger_ins.values(job_id=job_id, signature=r["signature"], hits=0)
+                      .on_conflict_do_nothing(index_elements=["job_id", "signature"]))
+            q = select(job_hits.c.hits).where(job_hits.c.job_id == job_id,
+                                               job_hits.c.signature == r["signature"])
+            if db.dialect == "postgresql":
+                q = q.with_for_update()
+            old = s.execute(q).scalar_one()
+            if r["hits"] <= old:
+                continue
+            s.execute(update(job_hits).where(job_hits.c.job_id == job_id,
+                                              job_hits.c.signature == r["signature"])
+                      .values(hits=r["hits"]))
+            grown.append({**r, "hits": r["hits"] - old, "_sample": old == 0})
+        if not grown:
+            return {}
+        result = _store_rows(db, s, grown)
+        total = s.execute(select(func.coalesce(func.sum(job_hits.c.hits), 0))
+                          .where(job_hits.c.job_id == job_id)).scalar_one()
+        s.execute(update(jobs_table).where(jobs_table.c.id == job_id).values(findings=total))
+        new = sum(is_new for _, is_new in result.values())
+        if new:
+            s.execute(update(jobs_table).where(jobs_table.c.id == job_id)
+                      .values(new_buckets=jobs_table.c.new_buckets + new))
+        return result
 
 
 def _offer_best(s, bucket_id: int, sample_id: int, length: int) -> None:

@@ -56,7 +56,7 @@ class Campaign(Base):
     variant: Mapped[str] = mapped_column(String(128))
     strategy: Mapped[str] = mapped_column(String(64))
     config: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
-    status: Mapped[str] = mapped_column(String(32), default="running")  # running|finished|failed|...
+    status: Mapped[str] = mapped_column(String(32), default="running")  # running|finished|cancelled|failed
     created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished: Mapped[datetime | None] = mapped_column(UTCDateTime)
     schedules_run: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -76,7 +76,7 @@ class Job(Base):
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
-    state: Mapped[str] = mapped_column(String(32), default="queued")  # queued|running|finished|failed
+    state: Mapped[str] = mapped_column(String(32), default="queued")  # queued|running|finished|failed|cancelled
     seed: Mapped[int] = mapped_column(BigInteger)
     budget: Mapped[float] = mapped_column(Float)  # seconds
     created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -85,6 +85,28 @@ class Job(Base):
     schedules_run: Mapped[int] = mapped_column(BigInteger, default=0)
     worker: Mapped[str | None] = mapped_column(String(255))
     error: Mapped[str | None] = mapped_column(Text)
+    # Farm progress, written as absolute values so a redelivered job overwrites, never adds.
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    coverage: Mapped[int | None] = mapped_column(BigInteger)
+    corpus: Mapped[int] = mapped_column(Integer, default=0)
+    findings: Mapped[int] = mapped_column(BigInteger, default=0)
+    new_buckets: Mapped[int] = mapped_column(Integer, default=0)
+    heartbeat: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class JobFinding(Base):
+    """How many crashing runs of one signature a farm job has reported so far.
+
+    Bucket counts grow by the difference to this row, so a job delivered twice (a retry after
+    its worker died, or a duplicate delivery) never counts the same hits twice."""
+
+    __tablename__ = "job_findings"
+    __table_args__ = (UniqueConstraint("job_id", "signature"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    signature: Mapped[str] = mapped_column(String(64))
+    hits: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class CrashBucket(Base):

@@ -592,5 +592,11 @@ def oracles() -> None:
         click.echo(f"{oid:<22} {what}")
 
 
+# The farm's commands live with the farm (workers/), which imports RQ only when one runs.
+from workers.cli import farm, worker  # noqa: E402
+
+main.add_command(farm)
+main.add_command(worker)
+
 if __name__ == "__main__":
     main()

@@ -24,7 +24,8 @@ from db.engine import VERSION_TABLE, alembic_config, current_revision, head_revi
 from db.models import VIEWS, Base
 
 ADMIN_URL = os.environ.get("PATCHFUZZ_TEST_PG_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-TABLES = ("campaigns", "jobs", "crash_buckets", "crash_samples", "corpus_entries", "regression_runs")
+TABLES = ("campaigns", "jobs", "job_findings", "crash_buckets", "crash_samples", "corpus_entries",
+          "regression_runs")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,2 +1,3 @@
-"""The fuzz farm (coordinator, RQ jobs, nightly replay). Not built yet: see the open issue
-"The fuzz farm"; depends on fuzzer/ and db/ only."""
+"""The fuzz farm: a coordinator that splits campaigns into time-boxed RQ jobs, the workers that
+run them, and the nightly corpus replay. Knows Redis/RQ and the database; the engine (fuzzer/)
+knows nothing of either."""

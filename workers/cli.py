@@ -1,0 +1,148 @@
+"""`patchfuzz farm ...` and `patchfuzz worker`: the farm's command line (added to fuzzer.cli)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .settings import FarmSettings
+
+
+class FarmUserError(click.ClickException):
+    exit_code = 2
+
+    def show(self, file=None) -> None:  # noqa: ARG002 - click's signature
+        click.echo(f"patchfuzz: error: {self.message}", err=True)
+
+
+def _settings() -> FarmSettings:
+    try:
+        return FarmSettings()
+    except ValueError as e:
+        raise FarmUserError(str(e)) from None
+
+
+def _call(fn, *args, **kwargs):
+    from .coordinator import FarmError
+
+    try:
+        return fn(*args, **kwargs)
+    except FarmError as e:
+        raise FarmUserError(str(e)) from None
+
+
+@click.group()
+def farm() -> None:
+    """The fuzz farm: campaigns split into jobs on Redis/RQ workers, crashes in the database.
+
+    Services come from the environment: PATCHFUZZ_REDIS (default redis://127.0.0.1:6379/0),
+    PATCHFUZZ_DB (the farm's PostgreSQL, e.g. postgresql+psycopg://USER@HOST/DB)."""
+
+
+@farm.command("submit")
+@click.argument("spec", metavar="PROTOCOL[:VARIANT]")
+@click.option("--strategy", default="atheris", show_default=True)
+@click.option("--jobs", type=int, default=4, show_default=True, help="Time-boxed jobs to enqueue.")
+@click.option("--job-seconds", type=float, default=60.0, show_default=True, help="Budget of each job.")
+@click.option("--cpus", type=int, default=4, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Job i fuzzes with seed SEED+i.")
+@click.option("--depth", type=int, default=3, show_default=True, help="PCT bug depth d.")
+@click.option("--minimize-runs", type=int, default=1000, show_default=True,
+              help="Runs spent minimizing each new bucket at the end of the job that found it.")
+@click.option("--json", "as_json", is_flag=True)
+def farm_submit(spec, strategy, jobs, job_seconds, cpus, seed, depth, minimize_runs, as_json) -> None:
+    """Create a campaign and enqueue its jobs."""
+    from .coordinator import submit
+
+    sub = _call(submit, spec, strategy=strategy, jobs=jobs, job_seconds=job_seconds, cpus=cpus,
+                seed=seed, depth=depth, minimize_runs=minimize_runs, settings=_settings())
+    if as_json:
+        click.echo(json.dumps({"campaign": sub.campaign, "jobs": sub.jobs, "queue": sub.queue}))
+    else:
+        click.echo(f"campaign {sub.campaign}: {len(sub.jobs)} jobs of {job_seconds:g} s queued on "
+                   f"{sub.queue!r}; watch it with `patchfuzz farm status`")
+
+
+@farm.command("status")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--limit", type=int, default=10, show_default=True, help="Campaigns to show.")
+def farm_status(as_json: bool, limit: int) -> None:
+    """Queues, workers, campaigns and their progress, and the latest corpus replays."""
+    from .coordinator import status
+
+    st = _call(status, _settings(), limit=limit)
+    if as_json:
+        click.echo(json.dumps(st, indent=2))
+        return
+    out = Console(width=None if sys.stdout.isatty() else 200)  # no squeezed columns in logs
+    q = next(iter(st["queues"].items()))
+    out.print(f"Redis {st['redis']}, database {st['database']}")
+    out.print(f"queue [bold]{q[0]}[/]: " + ", ".join(f"{v} {k}" for k, v in q[1].items()))
+    out.print(f"{len(st['workers'])} workers: " + (", ".join(
+        f"{w['name']} ({w['state']}{', ' + w['job'] if w['job'] else ''})" for w in st["workers"]) or "none"))
+    table = Table(title="campaigns")
+    for col in ("id", "protocol:variant", "strategy", "status", "jobs", "schedules", "coverage",
+                "findings", "new buckets"):
+        table.add_column(col)
+    for c in st["campaigns"]:
+        jobs = ", ".join(f"{n} {k}" for k, n in sorted(c["jobs"].items()))
+        table.add_row(str(c["id"]), f"{c['protocol']}:{c['variant']}", c["strategy"], c["status"], jobs,
+                      f"{c['schedules_run']:,}", str(c["coverage"] or "-"), str(c["findings"]),
+                      str(c["new_buckets"]))
+    out.print(table)
+    for r in st["regression_runs"][:1]:
+        verdict = "[red]REGRESSION[/]" if r["regressions"] or r["errors"] else "[green]ok[/]"
+        out.print(f"latest corpus replay ({r['source']}, {r['started']}): {verdict}: {r['passed']}/"
+                  f"{r['total']} passed, {r['regressions']} regressions, {r['errors']} errors"
+                  + (f"; failing: {', '.join(filter(None, r['failed']))}" if r["failed"] else ""))
+
+
+@farm.command("cancel")
+@click.argument("campaign", type=int)
+def farm_cancel(campaign: int) -> None:
+    """Cancel a campaign: queued jobs are dropped, running ones stop at their next checkpoint."""
+    from .coordinator import cancel
+
+    ids = _call(cancel, campaign, _settings())
+    click.echo(f"campaign {campaign} cancelled ({len(ids)} unfinished jobs stopped)")
+
+
+@farm.command("nightly")
+@click.option("--now", "now", is_flag=True, required=True,
+              help="Run the nightly corpus replay now, on a worker, and wait for it.")
+@click.option("--wait", type=float, default=900.0, show_default=True, help="Seconds to wait for a worker.")
+@click.option("--json", "as_json", is_flag=True)
+def farm_nightly(now: bool, wait: float, as_json: bool) -> None:  # noqa: ARG001 - --now is the verb
+    """Replay the regression corpus on the farm now (the cron job does it every night);
+    exit 1 if anything regressed."""
+    from .coordinator import nightly_now
+
+    res = _call(nightly_now, _settings(), wait=wait)
+    if as_json:
+        click.echo(json.dumps(res))
+    else:
+        click.echo(f"corpus replay {res['regression_run']}: {res['passed']}/{res['total']} passed, "
+                   f"{res['regressions']} regressions, {res['errors']} errors")
+    if res["regressions"] or res["errors"]:
+        sys.exit(1)
+
+
+@click.command("worker")
+@click.option("--queues", default=None, help="Comma-separated queues (default $PATCHFUZZ_QUEUE or patchfuzz).")
+@click.option("--burst", is_flag=True, help="Quit once the queues are empty.")
+@click.option("--name", default=None, help="Worker name (default: random).")
+def worker(queues: str | None, burst: bool, name: str | None) -> None:
+    """Run a farm worker (RQ, JSON payloads only) until stopped."""
+    from .coordinator import connect
+    from .worker import run_worker
+
+    settings = _settings()
+    _call(connect, settings).close()  # one clear line if Redis is not there at start
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    names = [q.strip() for q in (queues or settings.queue).split(",") if q.strip()]
+    run_worker(settings.redis_url, names, burst=burst, name=name)
