@@ -1,18 +1,28 @@
 """Minimize a finding's schedule: shrink bytes while the same signature reproduces.
 
-Hypothesis-style passes over the choice bytes, kept in shortlex order (shorter first, then
-bytewise smaller), repeated until none makes progress:
-* cut the tail (the defaults take over where the bytes end);
-* delete spans of 8, 4, 2 and 1 bytes;
-* lower each byte to 0 (a plain step, no event, the first option), then to smaller values.
-Lowering an event byte to 0 drops an NMI, a foreign trap or a preemption. The result is a pure
-function of the input, so minimizing twice gives the same bytes.
+Hypothesis-style passes, every accepted candidate smaller in shortlex order (shorter first,
+then bytewise smaller), repeated until none makes progress. Two granularities:
+
+Decisions (see fuzzer.decisions): a byte means something only given the bytes before it, so
+deleting one byte re-targets every later CPU choice. These passes edit the parsed steps, naming
+CPUs absolutely, and re-encode, so every other decision keeps its meaning:
+* cut to the shortest prefix of whole steps after which the defaults (round robin) reproduce;
+* per step, from the last: delete it; turn an injected NMI, foreign trap, preemption or drain
+  into a plain step of the CPU it targeted; give its CPU choice back to round robin; delete
+  its bytes as they are (the later choices then shift, which sometimes is what reproduces).
+
+Bytes: cut the tail by bisection; delete spans of 8, 4, 2 and 1 bytes; lower each byte to 0
+(a plain step, no event, the first option), then to smaller values.
+
+Every candidate is a pure function of the current best, so minimizing twice gives the same
+bytes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import decisions as dec
 from .machine import Machine
 
 
@@ -25,6 +35,7 @@ class Shape:
     nmis: int
     preemptions: int
     foreign_traps: int
+    decisions: int = 0  # steps that differ from round robin and the defaults
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -37,23 +48,44 @@ def shape(machine: Machine, schedule: bytes) -> Shape:
         nmis=sum("NMI (serializing)" in line for line in r.trace),
         preemptions=sum("preempted at" in line for line in r.trace),
         foreign_traps=sum("(foreign: kprobe)" in line for line in r.trace),
+        decisions=dec.nontrivial(machine, schedule),
     )
 
 
 class Minimizer:
-    def __init__(self, machine: Machine, signature: str, max_runs: int = 20000):
+    def __init__(self, machine: Machine, signature: str, max_runs: int = 20000, decisions: bool = True):
         self.machine = machine
+        self.decisions = decisions
         self.signature = signature
         self.max_runs = max_runs
         self.runs = 0
+        # passes repeat until none makes progress: a candidate that failed once fails again
+        self._failed: set[bytes] = set()
+        self._encoded: dict[tuple, bytes] = {}
 
     def reproduces(self, schedule: bytes) -> bool:
+        if schedule in self._failed:
+            return False
         self.runs += 1
         f = self.machine.run(schedule).finding
-        return f is not None and f.signature == self.signature
+        ok = f is not None and f.signature == self.signature
+        if not ok:
+            self._failed.add(schedule)
+        return ok
 
     def _better(self, cand: bytes, best: bytes) -> bool:
         return (len(cand), cand) < (len(best), best) and self.runs < self.max_runs and self.reproduces(cand)
+
+    def _better_plan(self, plan: dec.Plan, best: bytes) -> bytes | None:
+        """The bytes of `plan` if they are smaller than `best` and reproduce."""
+        key = tuple(tuple(sorted(step.items())) for step in plan)
+        cand = self._encoded.get(key)
+        if cand is None:
+            if self.runs >= self.max_runs:
+                return None
+            self.runs += 1
+            cand = self._encoded[key] = dec.encode(self.machine, plan)[0]
+        return cand if self._better(cand, best) else None
 
     def minimize(self, schedule: bytes) -> bytes:
         if not self.reproduces(schedule):
@@ -65,7 +97,8 @@ class Minimizer:
         progress = True
         while progress and self.runs < self.max_runs:
             progress = False
-            for candidate_pass in (self._cut_tail, self._delete_spans, self._lower_bytes):
+            step_passes = (self._step_prefix, self._step_blocks, self._step_edits) if self.decisions else ()
+            for candidate_pass in (self._cut_tail, *step_passes, self._delete_spans, self._lower_bytes):
                 new = candidate_pass(best)
                 if new != best:
                     best, progress = new, True
@@ -81,6 +114,67 @@ class Minimizer:
             else:
                 lo = mid + 1
         return best
+
+    def _step_prefix(self, best: bytes) -> bytes:
+        """The shortest prefix of whole steps that reproduces with round robin after it: bisection
+        in _cut_tail can miss it, since reproducing is not monotonic in the prefix length."""
+        for s in dec.steps_of(self.machine, best):
+            if self.runs >= self.max_runs:
+                break
+            if self._better(best[:s.start], best):
+                return best[:s.start]
+        return best
+
+    def _step_blocks(self, best: bytes) -> bytes:
+        """Delete runs of 8, 4 and 2 whole steps (CPUs named absolutely)."""
+        for size in (8, 4, 2):
+            self.runs += 1
+            steps = dec.steps_of(self.machine, best)
+            i = len(steps) - size
+            while i >= 0 and self.runs < self.max_runs:
+                plan = dec.plan_of(steps)
+                new = self._better_plan(plan[:i] + plan[i + size:], best)
+                if new is not None:
+                    best = new
+                    self.runs += 1
+                    steps = dec.steps_of(self.machine, best)
+                    i = min(i, len(steps) - size)
+                    continue
+                i -= 1
+        return best
+
+    def _step_edits(self, best: bytes) -> bytes:
+        self.runs += 1
+        steps = dec.steps_of(self.machine, best)
+        i = len(steps) - 1
+        while i >= 0 and self.runs < self.max_runs:
+            new = self._edit_step(best, steps, i)
+            if new is not None:
+                best = new
+                self.runs += 1
+                steps = dec.steps_of(self.machine, best)
+                i = min(i, len(steps)) - 1  # the step now at i may be a new one: look again
+                continue
+            i -= 1
+        return best
+
+    def _edit_step(self, best: bytes, steps: list[dec.Step], i: int) -> bytes | None:
+        plan = dec.plan_of(steps)
+        step = steps[i]
+        candidates: list[dec.Plan] = [plan[:i] + plan[i + 1:]]
+        if step.injected:
+            target = plan[i][dec.EVENT_TARGET[step.kind]]
+            candidates.append(plan[:i] + [{"event": 0, "cpu": target}] + plan[i + 1:])
+        if any(d.what == "cpu" and d.value for d in step.draws):
+            candidates.append(plan[:i] + [{**plan[i], "cpu": None}] + plan[i + 1:])
+        if i + 1 < len(plan):  # the same decisions in the other order
+            candidates.append(plan[:i] + [plan[i + 1], plan[i]] + plan[i + 2:])
+        for cand in candidates:
+            new = self._better_plan(cand, best)
+            if new is not None:
+                return new
+        raw = best[:step.start] + best[step.end:]
+        return raw if self._better(raw, best) else None
 
     def _delete_spans(self, best: bytes) -> bytes:
         for size in (8, 4, 2, 1):
@@ -104,12 +198,13 @@ class Minimizer:
         return best
 
 
-def minimize(machine: Machine, schedule: bytes, max_runs: int = 20000) -> tuple[bytes, Shape, Shape, int]:
+def minimize(machine: Machine, schedule: bytes, max_runs: int = 20000,
+             decisions: bool = True) -> tuple[bytes, Shape, Shape, int]:
     """(minimized schedule, shape before, shape after, runs used) for the finding `schedule`
-    reproduces."""
+    reproduces. `decisions=False` keeps to the byte passes (for comparison)."""
     f = machine.run(schedule).finding
     if f is None:
         raise ValueError("the schedule runs clean: nothing to minimize")
-    m = Minimizer(machine, f.signature, max_runs)
+    m = Minimizer(machine, f.signature, max_runs, decisions)
     small = m.minimize(schedule)
     return small, shape(machine, schedule), shape(machine, small), m.runs

@@ -68,3 +68,21 @@ def test_fuzz_minimizes_new_buckets(tmp_path):
                                                      "--json"]).stdout)
         assert len(bytes.fromhex(shown["best_sample"]["schedule"])) < found[row["signature"]]
         assert CliRunner().invoke(main, ["crashes", "repro", str(row["id"]), "--db", url]).exit_code == 0
+
+
+def test_decision_passes_shrink_what_byte_passes_cannot():
+    """Deleting a byte re-targets every later CPU choice, so the byte passes stall where whole
+    decisions still come out: measured in bytes, steps, NMIs and non-default decisions."""
+    m, rec = _finding("x86/text_poke_bp:no-final-sync")
+    _, _, by_bytes, _ = minimize(m, rec.schedule, max_runs=3000, decisions=False)
+    small, _, after, _ = minimize(m, rec.schedule, max_runs=3000)
+    assert by_bytes.bytes >= 40 and by_bytes.steps >= 80  # 55 bytes, 86 steps when measured
+    assert after.bytes <= 20 and after.decisions <= 6 and after.steps < by_bytes.steps
+    assert m.run(small).finding.signature == rec.finding.signature
+
+    m, rec = _finding("x86/ftrace_nmi_2008:correct")
+    _, _, by_bytes, _ = minimize(m, rec.schedule, max_runs=3000, decisions=False)
+    small, _, after, _ = minimize(m, rec.schedule, max_runs=3000)
+    assert by_bytes.nmis == 3 and by_bytes.steps >= 30  # the race needs only two NMIs
+    assert after.nmis == 2 and after.steps <= 26 and after.bytes < by_bytes.bytes
+    assert m.run(small).finding.signature == rec.finding.signature
