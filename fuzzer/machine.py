@@ -203,7 +203,7 @@ class Machine:
             self.sites[name] = SiteState(name, lay.addr, bytes(spec.old), new, lay.func)
         self.site_by_addr = {s.addr: s for s in self.sites.values()}
         self._site_ranges = [(s.addr, s.end, s) for s in self.sites.values()]
-        hooks = CpuHooks(on_site=self._on_site, on_trap=self._on_trap, on_fault=self._on_fault)
+        hooks = CpuHooks(on_trap=self._on_trap, on_fault=self._on_fault)
         self.ncpus = self.config.cpus
         self.cpus = [Cpu(i, self.arch.new_cpu(self.image, i, hooks), self.sites)
                      for i in range(self.ncpus)]
@@ -303,7 +303,6 @@ class Machine:
         self.tracing = trace
         self.trace: list[str] = []
         self.finding: Finding | None = None
-        self.in_aftermath = False
         self.step = 0
         self.fair_steps = 0
         self.last_cpu = self.ncpus - 1
@@ -970,24 +969,26 @@ class Machine:
         n = ch.byte(0, "slice")
         count = RUN_TO_STOP if n < 192 else n - 191
         cpu.stop = None
-        hw.run(frame.pc, count)
+        hit = hw.run(frame.pc, count, cpu.skip)
         cpu.skip = -1
+        if hit >= 0:
+            frame.pc = hit
+            # The fetch of this instruction starts now: the instruction cache is coherent, so
+            # it starts from memory as it is; only stores landing before it executes can mix.
+            site = self.site_by_addr.get(hit)
+            if site is None:  # an instruction starting inside a site: a fetch point as well
+                site = next(s for lo, hi, s in self._site_ranges if lo <= hit < hi)
+            frame.at_site = site
+            if site in cpu.stale:
+                self._sync_view(cpu, site)
+            return
         stop = cpu.stop
         if stop is None:
             frame.pc = pc = hw.pc()
             if pc in self.end_pcs:
                 self._end_code(cpu, frame)
             return
-        kind = stop[0]
-        if kind == "site":
-            frame.pc = stop[2]
-            # The fetch of this instruction starts now: the instruction cache is coherent, so
-            # it starts from memory as it is; only stores landing before it executes can mix.
-            site = stop[1]
-            frame.at_site = site
-            if site in cpu.stale:
-                self._sync_view(cpu, site)
-        elif kind == "trap":
+        if stop[0] == "trap":
             frame.pc = stop[1] + len(self.arch.trap_insn)
             self._trap(cpu, stop[1], foreign=False)
         else:
@@ -1017,20 +1018,7 @@ class Machine:
                 break
         self._advance(cpu, frame, None)
 
-    # hooks, called from inside the emulator
-    def _on_site(self, idx: int, addr: int) -> bool:
-        cpu = self.cpus[idx]
-        if addr == cpu.skip:
-            cpu.skip = -1
-            return False
-        if self.in_aftermath:
-            return False
-        site = self.site_by_addr.get(addr)
-        if site is None:  # an instruction starting inside a site: a fetch point as well
-            site = next(s for lo, hi, s in self._site_ranges if lo <= addr < hi)
-        cpu.stop = ("site", site, addr)
-        return True  # the CPU stops in front of this instruction
-
+    # hooks, called from inside the emulator (site stops are recorded by the CPU itself)
     def _on_trap(self, idx: int, kind: str, pc: int) -> None:
         self.cpus[idx].stop = ("trap", pc)
 
@@ -1251,7 +1239,6 @@ class Machine:
         frame = cpu.code_frame
         if frame is None:
             return
-        self.in_aftermath = True
         hw = cpu.hw
         pc = frame.pc
         func_site = next((s for s in self.sites.values() if s.func <= pc < s.func + 64), None)
@@ -1260,7 +1247,8 @@ class Machine:
             view = bytes(hw.uc.mem_read(pc, 16))
             insn = self.arch.disasm(view[: (self.arch.insn_lengths(view) or (1,))[0]], pc)
             cpu.stop = None
-            hw.run(pc, 1)
+            hw.run(pc, 1, cpu.skip, sites=False)
+            cpu.skip = hw.skip_pending()
             new_pc = hw.pc()
             stop = cpu.stop
             if stop is not None and stop[0] == "fault":

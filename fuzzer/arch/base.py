@@ -89,8 +89,8 @@ class Arch:
 
 @dataclass
 class CpuHooks:
-    """Callbacks the engine gives an architecture when it creates a CPU."""
+    """Callbacks the engine gives an architecture when it creates a CPU. Site stops are not
+    among them: the CPU records those itself and `run()` returns the site address."""
 
-    on_site: Callable  # (cpu_index, addr) -> None, at every instruction inside a site
     on_trap: Callable  # (cpu_index, kind, pc) -> None
     on_fault: Callable  # (cpu_index, kind, addr) -> None

@@ -7,7 +7,10 @@ executed by Unicorn. The rules below are what the engine enforces; each names it
 from __future__ import annotations
 
 import ctypes
+import mmap
+import platform
 import struct
+import sys
 from functools import lru_cache
 
 import capstone
@@ -35,11 +38,59 @@ NEVER = 0xFFFF_FFFF_FFFF_0000  # `until` address that is never reached
 
 _uclib = _ucmod.uclib
 _reg_read = _uclib.uc_reg_read
+_reg_write = _uclib.uc_reg_write
+_mem_write = _uclib.uc_mem_write
 _emu_start = _uclib.uc_emu_start
+_ctx_restore = _uclib.uc_context_restore
 _uc_ctl = _uclib.uc_ctl
 _uc_emu_stop = _uclib.uc_emu_stop
 _uc_hook_add = _uclib.uc_hook_add
 _HOOK_CODE_CFUNC = _ucmod.HOOK_CODE_CFUNC
+_HOOK_INTR_CFUNC = _ucmod.HOOK_INTR_CFUNC
+_OK = unicorn.UC_ERR_OK
+_RIP, _RSP, _EFLAGS = X.UC_X86_REG_RIP, X.UC_X86_REG_RSP, X.UC_X86_REG_EFLAGS
+
+# The site hook's state, shared with the hook: one int64 array per CPU.
+_SKIP, _HIT_ADDR, _HIT, _ENABLED = range(4)
+
+
+def _native_site_hook() -> int | None:
+    """The site hook as 48 bytes of host x86-64 code, so a site stop costs no Python callback
+    (a ctypes callback costs about as much as the emulated slice itself). It implements, for
+    `void hook(uc_engine *uc, uint64_t addr, uint32_t size, int64_t *st)`:
+
+        if (addr == st[SKIP]) { st[SKIP] = -1; return; }    // resuming at this very site
+        if (!st[ENABLED]) return;
+        st[HIT_ADDR] = addr; st[HIT] = 1; uc_emu_stop(uc);   // tail call, uc still in rdi
+
+    None where the host is not x86-64 Linux or refuses an executable mapping: the Python
+    callback `_py_site_hook` does the same, only slower."""
+    if platform.machine() not in ("x86_64", "AMD64") or not sys.platform.startswith("linux"):
+        return None
+    stop = ctypes.cast(_uc_emu_stop, ctypes.c_void_p).value
+    code = (bytes.fromhex("488b01"            # mov rax, [rcx]
+                          "4839f0"            # cmp rax, rsi
+                          "7508"              # jne +8
+                          "48c701ffffffff"    # mov qword [rcx], -1
+                          "c3"                # ret
+                          "48837918" "00"     # cmp qword [rcx+24], 0
+                          "7418"              # je +24 (the final ret)
+                          "48897108"          # mov [rcx+8], rsi
+                          "48c7411001000000"  # mov qword [rcx+16], 1
+                          "48b8") + struct.pack("<Q", stop)  # mov rax, uc_emu_stop
+            + bytes.fromhex("ffe0"            # jmp rax
+                            "c3"))            # ret
+    try:
+        buf = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    except (OSError, ValueError, AttributeError):
+        return None
+    buf.write(code)
+    _NATIVE_KEEP.append(buf)
+    return ctypes.addressof(ctypes.c_char.from_buffer(buf))
+
+
+_NATIVE_KEEP: list = []  # the mapping holding the stub lives as long as the module
+_NATIVE_SITE_HOOK = _native_site_hook()
 # uc_ctl(uc, UC_CTL_TB_REMOVE_CACHE | write, lo, hi), encoded as the binding's ctl() does
 _CTL_REMOVE_CACHE = (unicorn.UC_CTL_IO_WRITE << 30) | (2 << 26) | unicorn.UC_CTL_TB_REMOVE_CACHE
 
@@ -236,7 +287,10 @@ class X86_64(Arch):
 
 
 class X86Cpu:
-    """One emulated x86-64 CPU: a Unicorn instance whose text mapping is this CPU's view."""
+    """One emulated x86-64 CPU: a Unicorn instance whose text mapping is this CPU's view.
+
+    Hot-path calls go to the C API directly (the binding's wrappers cost more than the call);
+    everything that is not hot uses `self.uc`."""
 
     def __init__(self, image: Image, index: int, hooks: CpuHooks):
         uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
@@ -254,19 +308,32 @@ class X86Cpu:
         self._pcval = ctypes.c_uint64()
         self._pcref = ctypes.byref(self._pcval)
         self._uch = uc._uch
-        # The site hook runs at every site execution: registered through the C API directly,
-        # without the binding's per-call wrapper layers. It only records and stops.
-        self._site_cb = _HOOK_CODE_CFUNC(self._on_site)
+        self._flush_args: dict[tuple[int, int], tuple] = {}
+        self._if: bool | None = None  # EFLAGS.IF, cached until the registers may change
+        # Site hook state (see _native_site_hook): skip, hit address, hit flag, enabled.
+        self._st_buf = (ctypes.c_int64 * 4)(-1, 0, 0, 1)
+        self._st = memoryview(self._st_buf).cast("B").cast("q")
+        st_ptr = ctypes.addressof(self._st_buf)
+        if _NATIVE_SITE_HOOK is not None:
+            site_cb = _NATIVE_SITE_HOOK
+        else:
+            self._site_cb = site_cb = _HOOK_CODE_CFUNC(self._py_site_hook)
         self._hook_handles = []
         for site in image.sites.values():
             handle = _ucmod.uc_hook_h()
             status = _uc_hook_add(self._uch, ctypes.byref(handle), unicorn.UC_HOOK_CODE,
-                                  self._site_cb, None, ctypes.c_uint64(site.addr),
+                                  site_cb, ctypes.c_void_p(st_ptr), ctypes.c_uint64(site.addr),
                                   ctypes.c_uint64(site.addr + site.size - 1))
-            if status != unicorn.UC_ERR_OK:
+            if status != _OK:
                 raise unicorn.UcError(status)
             self._hook_handles.append(handle)
-        uc.hook_add(unicorn.UC_HOOK_INTR, self._on_intr)
+        self._intr_cb = _HOOK_INTR_CFUNC(self._on_intr)
+        handle = _ucmod.uc_hook_h()
+        status = _uc_hook_add(self._uch, ctypes.byref(handle), unicorn.UC_HOOK_INTR, self._intr_cb,
+                              None, ctypes.c_uint64(1), ctypes.c_uint64(0))
+        if status != _OK:
+            raise unicorn.UcError(status)
+        self._hook_handles.append(handle)
         uc.hook_add(unicorn.UC_HOOK_INSN_INVALID, self._on_invalid)
         uc.hook_add(
             unicorn.UC_HOOK_MEM_FETCH_UNMAPPED | unicorn.UC_HOOK_MEM_READ_UNMAPPED
@@ -284,22 +351,36 @@ class X86Cpu:
         self.thread_context = uc.context_save()
 
     # hooks: keep them tiny, they are on the emulator's path
-    def _on_site(self, _uch, addr, _size, _user_data):
-        if self._hooks.on_site(self.index, addr):
-            _uc_emu_stop(self._uch)
+    def _py_site_hook(self, uch, addr, _size, _user_data):
+        st = self._st
+        if addr == st[_SKIP]:
+            st[_SKIP] = -1
+        elif st[_ENABLED]:
+            st[_HIT_ADDR] = addr
+            st[_HIT] = 1
+            _uc_emu_stop(uch)
 
-    def _on_intr(self, uc, intno, _):
-        if intno == 3:
-            self._hooks.on_trap(self.index, "int3", self.pc() - 1)
-        else:
-            self._hooks.on_fault(self.index, f"exception vector {intno}", self.pc())
-        uc.emu_stop()
+    # A trap or fault reported after a site stop supersedes it (it happened later), as a site
+    # stop recorded after them supersedes them: the last event of a slice is its stop.
+    def _on_intr(self, _uch, intno, _user_data):
+        self._st[_HIT] = 0
+        try:
+            if intno == 3:
+                self._hooks.on_trap(self.index, "int3", self.pc() - 1)
+            else:
+                self._hooks.on_fault(self.index, f"exception vector {intno}", self.pc())
+        except BaseException as e:  # re-raised by run(), as the binding's wrapper would
+            if self.uc._hook_exception is None:
+                self.uc._hook_exception = e
+        _uc_emu_stop(self._uch)
 
     def _on_invalid(self, uc, _user_data=None):  # unicorn calls it as (uc, user_data)
+        self._st[_HIT] = 0
         self._hooks.on_fault(self.index, "invalid opcode", self.pc())
         return False
 
     def _on_unmapped(self, uc, access, addr, size, value, _):
+        self._st[_HIT] = 0
         kind = {
             unicorn.UC_MEM_FETCH_UNMAPPED: "fetch from unmapped address",
             unicorn.UC_MEM_READ_UNMAPPED: "read from unmapped address",
@@ -312,58 +393,93 @@ class X86Cpu:
 
     # register access on the hot path uses the raw C call (~1 us instead of ~3 us)
     def pc(self) -> int:
-        _reg_read(self._uch, X.UC_X86_REG_RIP, self._pcref)
+        _reg_read(self._uch, _RIP, self._pcref)
         return self._pcval.value
 
     def set_pc(self, pc: int) -> None:
         self.uc.reg_write(X.UC_X86_REG_RIP, pc)
 
     def irqs_enabled(self) -> bool:
-        _reg_read(self._uch, X.UC_X86_REG_EFLAGS, self._pcref)
-        return bool(self._pcval.value & EFLAGS_IF)
+        v = self._if
+        if v is None:
+            _reg_read(self._uch, _EFLAGS, self._pcref)
+            v = self._if = bool(self._pcval.value & EFLAGS_IF)
+        return v
 
-    def run(self, pc: int, count: int) -> None:
+    def run(self, pc: int, count: int, skip: int = -1, sites: bool = True) -> int:
+        """Run from `pc` for at most `count` instructions. Returns the address of the site
+        instruction the CPU stopped in front of, or -1 (ran out of count, reached the stop
+        instruction, or a trap or fault, which the hooks report). `skip`: the site instruction
+        at this address does not stop the CPU the first time (it resumes there). `sites=False`:
+        no site stops at all."""
         # Always pass a count (FACTS: mixing counted and uncounted runs flushes the TB cache).
         # The raw C entry saves the binding's wrapper on the hottest path; hook exceptions are
         # still re-raised as the binding would.
         uc = self.uc
+        st = self._st
+        st[_SKIP] = skip
+        st[_HIT] = 0
+        st[_ENABLED] = sites
+        self._if = None
         uc._hook_exception = None
         status = _emu_start(self._uch, pc, NEVER, 0, count)
         if uc._hook_exception is not None:
             raise uc._hook_exception
-        if status != unicorn.UC_ERR_OK:
+        if status != _OK:
             # the fault hooks have already recorded what happened; anything else is a fault too
+            # (and it supersedes a site stop, which it follows)
+            hit = st[_HIT]
+            st[_HIT] = 0
             err = unicorn.UcError(status)
-            self._hooks.on_fault(self.index, f"emulator error: {err}", self.pc(), only_if_new=True)
+            self._hooks.on_fault(self.index, f"emulator error: {err}", self.pc(), only_if_new=not hit)
+            return -1
+        return st[_HIT_ADDR] if st[_HIT] else -1
+
+    def skip_pending(self) -> int:
+        """The `skip` address of the last run if it was never reached, else -1."""
+        return self._st[_SKIP]
 
     def write_text(self, addr: int, data: bytes) -> None:
         """Change this CPU's view and drop its stale translations (FACTS: unicorn does not
         notice host-side writes)."""
         off = addr - TEXT_BASE
-        self._text[off : off + len(data)] = data
-        status = _uc_ctl(self._uch, _CTL_REMOVE_CACHE, ctypes.c_uint64(addr),
-                         ctypes.c_uint64(addr + len(data)))
-        if status != unicorn.UC_ERR_OK:
+        n = len(data)
+        self._text[off : off + n] = data
+        args = self._flush_args.get((addr, n))
+        if args is None:
+            args = self._flush_args[(addr, n)] = (ctypes.c_uint64(addr), ctypes.c_uint64(addr + n))
+        status = _uc_ctl(self._uch, _CTL_REMOVE_CACHE, *args)
+        if status != _OK:
             raise unicorn.UcError(status)
 
     def save(self):
         return self.uc.context_save()
 
     def restore(self, ctx) -> None:
-        self.uc.context_restore(ctx)
+        self._if = None
+        status = _ctx_restore(self._uch, ctx._context)
+        if status != _OK:
+            raise unicorn.UcError(status)
 
     def emulate(self, kind: str, target: int, next_pc: int) -> None:
         """Apply a whole instruction's effect, as the int3 handler's int3_emulate_*() does."""
-        uc = self.uc
+        uch = self._uch
+        val = self._pcval
+        ref = self._pcref
         if kind == "call":
-            rsp = uc.reg_read(X.UC_X86_REG_RSP) - 8
-            uc.mem_write(rsp, struct.pack("<Q", next_pc))
-            uc.reg_write(X.UC_X86_REG_RSP, rsp)
-            uc.reg_write(X.UC_X86_REG_RIP, target)
+            _reg_read(uch, _RSP, ref)
+            rsp = val.value - 8
+            status = _mem_write(uch, rsp, struct.pack("<Q", next_pc), 8)
+            if status != _OK:
+                raise unicorn.UcError(status)
+            val.value = rsp
+            _reg_write(uch, _RSP, ref)
+            val.value = target
         elif kind == "jmp":
-            uc.reg_write(X.UC_X86_REG_RIP, target)
+            val.value = target
         else:
-            uc.reg_write(X.UC_X86_REG_RIP, next_pc)
+            val.value = next_pc
+        _reg_write(uch, _RIP, ref)
 
     def return_address(self) -> int:
         rsp = self.uc.reg_read(X.UC_X86_REG_RSP)
