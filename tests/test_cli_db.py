@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 from fuzzer.cli import main
 
-from .test_db import fresh_url, pg  # noqa: F401  (fixtures: a never-opened SQLite file or PG database)
+from .test_db import fresh_url  # noqa: F401  (fixture: a never-opened SQLite file or PG database)
 
 SPEC = "x86/text_poke_bp:no-final-sync"
 

@@ -10,70 +10,23 @@ from __future__ import annotations
 import multiprocessing
 import os
 from datetime import UTC, datetime, timedelta, timezone
-from itertools import count
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, text
-from sqlalchemy import exc as sa_exc
+from sqlalchemy import inspect, text
 
 import db
 from db.engine import VERSION_TABLE, alembic_config, current_revision, head_revision, resolve_url
 from db.models import VIEWS, Base
 
-ADMIN_URL = os.environ.get("PATCHFUZZ_TEST_PG_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 TABLES = ("campaigns", "jobs", "job_findings", "crash_buckets", "crash_samples", "corpus_entries",
           "regression_runs")
 
 
 # ---------------------------------------------------------------------------------------------
 # Fixtures
-
-
-class PgServer:
-    """Creates throw-away databases on the test server; drops them all at the end."""
-
-    def __init__(self) -> None:
-        self.admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
-        self.names: list[str] = []
-        self._seq = count()
-
-    def new_database(self) -> str:
-        name = f"patchfuzz_test_{os.getpid()}_{next(self._seq)}"
-        with self.admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        self.names.append(name)
-        return self.admin.url.set(database=name).render_as_string(hide_password=False)
-
-    def drop_all(self) -> None:
-        with self.admin.connect() as conn:
-            for name in self.names:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        self.admin.dispose()
-
-
-@pytest.fixture(scope="session")
-def pg() -> PgServer:
-    server = PgServer()
-    try:
-        with server.admin.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except sa_exc.DBAPIError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        pytest.fail(f"PostgreSQL is required by the db tests and is unreachable at {ADMIN_URL} ({reason}); "
-                    f"start it (trust auth for user postgres, database 'test') or set "
-                    f"PATCHFUZZ_TEST_PG_ADMIN", pytrace=False)
-    yield server
-    server.drop_all()
-
-
-@pytest.fixture(scope="session")
-def pg_url(pg: PgServer) -> str:
-    """One database for the session's ordinary tests, emptied before each of them."""
-    return pg.new_database()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -97,11 +97,7 @@ def submit(spec: str, *, strategy: str = "atheris", jobs: int = 4, job_seconds: 
                                  config=config)
         ids = [db.create_job(database, cid, seed=seed + i, budget=job_seconds) for i in range(jobs)]
         q = farm_queue(settings.queue, conn)
-        specs = [Queue.prepare_data("workers.jobs.run_job", args=(jid,), job_id=rq_id(jid),
-                                    timeout=int(job_seconds) + JOB_OVERHEAD, retry=Retry(max=RETRIES),
-                                    result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL,
-                                    description=f"{cls.name}:{variant} campaign {cid} job {jid}")
-                 for jid in ids]
+        specs = [_job_spec(f"{cls.name}:{variant}", cid, jid, job_seconds) for jid in ids]
         try:
             with conn.pipeline() as pipe:
                 q.enqueue_many(specs, pipeline=pipe)
@@ -115,6 +111,13 @@ def submit(spec: str, *, strategy: str = "atheris", jobs: int = 4, job_seconds: 
         database.close()
         conn.close()
     return Submission(cid, ids, settings.queue)
+
+
+def _job_spec(label: str, campaign_id: int, job_id: int, budget: float):
+    return Queue.prepare_data("workers.jobs.run_job", args=(job_id,), job_id=rq_id(job_id),
+                              timeout=int(budget) + JOB_OVERHEAD, retry=Retry(max=RETRIES),
+                              result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL,
+                              description=f"{label} campaign {campaign_id} job {job_id}")
 
 
 def _rq_state(conn: redis.Redis, job_id: int) -> tuple[str | None, str | None]:
@@ -132,15 +135,21 @@ def _rq_state(conn: redis.Redis, job_id: int) -> tuple[str | None, str | None]:
     return (status.value if status is not None else None), reason
 
 
-def reconcile(database: db.Database, conn: redis.Redis, campaign: dict[str, Any]) -> None:
-    """Close jobs RQ has given up on (retries spent, stopped, expired) that the database still
-    thinks are queued or running: their worker died before it could say so."""
+def reconcile(database: db.Database, conn: redis.Redis, campaign: dict[str, Any], queue_name: str) -> None:
+    """Bring the database in line with RQ for jobs it thinks are queued or running:
+    * RQ gave up on the job (retries spent, stopped): the job failed, say why;
+    * RQ forgot the job (Redis restarted without persistence): enqueue it again, as long as it
+      has attempts left; its stored findings stay and the ledger keeps counts exact."""
     changed = False
+    label = f"{campaign['protocol']}:{campaign['variant']}"
     for job in db.campaign_jobs(database, campaign["id"]):
         if job["state"] not in ("queued", "running"):
             continue
         status, reason = _rq_state(conn, job["id"])
-        if status in ("failed", "stopped", "canceled") or status is None:
+        if status is None and campaign["status"] == "running" and job["attempts"] <= RETRIES:
+            farm_queue(queue_name, conn).enqueue_many(
+                [_job_spec(label, campaign["id"], job["id"], job["budget"])])
+        elif status is None or status in ("failed", "stopped", "canceled"):
             db.finish_job(database, job["id"], state="failed",
                           error=reason or f"RQ reports the job {status or 'gone'}")
             changed = True
@@ -167,7 +176,7 @@ def status(settings: FarmSettings | None = None, *, limit: int = 10) -> dict[str
         campaigns = []
         for c in db.list_campaigns(database, limit=limit):
             if c["status"] in ("running", "cancelled") and (c["jobs"].get("queued") or c["jobs"].get("running")):
-                reconcile(database, conn, c)
+                reconcile(database, conn, c, settings.queue)
                 c = next(x for x in db.list_campaigns(database, limit=limit) if x["id"] == c["id"])
             totals = db.campaign_totals(database, c["id"])
             campaigns.append({
