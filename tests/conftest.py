@@ -18,7 +18,8 @@ class PgServer:
     """Creates throw-away databases on the test server; drops them all at the end."""
 
     def __init__(self) -> None:
-        self.admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
+        self.admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True,
+                                   connect_args={"connect_timeout": 5})
         self.names: list[str] = []
         self._seq = count()
 

@@ -147,3 +147,33 @@ def test_worker_runs_as_a_module():
     out = subprocess.run([sys.executable, "-m", "fuzzer.strategies.atheris_worker", "--help"],
                          capture_output=True, text=True, check=True)
     assert "--corpus" in out.stdout
+
+
+def test_decision_mutation_edits_whole_decisions():
+    """The worker's decision mutator inserts, moves and deletes whole steps: the parse of its
+    output shows the inserted NMI as a decision of its own and the decisions before it as they
+    were."""
+    import random
+
+    from fuzzer import decisions as dec
+    from fuzzer.strategies import RandomStrategy
+    from fuzzer.strategies.atheris_worker import OP_WEIGHTS, _Recorder, decision_mutation
+
+    machine = _machine("x86/ftrace_nmi_2008:correct")
+    data = RandomStrategy(seed=2).next_schedule()
+    rec = _Recorder(data)
+    machine.run(b"", source=rec)
+    before = dec.steps_of(machine, data)
+    assert [st.start for st in before] == [i for i, w in enumerate(rec.whats) if w == "event"]
+    rng = random.Random(7)
+    kinds = set()
+    for _ in range(60):
+        out = decision_mutation(data, tuple(rec.whats), tuple(rec.ns), 256, rng)
+        assert out != data or len(out) == len(data)
+        after = dec.steps_of(machine, out)
+        # the steps before the first changed byte are untouched
+        first = next((i for i, (a, b) in enumerate(zip(data, out)) if a != b), min(len(data), len(out)))
+        whole = [st for st in before[:-1] if st.end <= first]  # the last may be cut short
+        assert [st.draws for st in after[:len(whole)]] == [st.draws for st in whole]
+        kinds.add(len(out) - len(data))
+    assert len(kinds) > 2 and len(OP_WEIGHTS) == 6  # grows, shrinks and keeps its length
