@@ -30,12 +30,64 @@ import time
 from collections.abc import Callable, Sequence
 from typing import IO
 
+from ..decisions import CPU_DRAWS, EVENT_BYTE
 from ..machine import Config, Machine
 from ..protocols import resolve
 
 COUNTERS = 1 << 16  # one block for every feature: libFuzzer has only 4096 module slots
 STATS_PERIOD = 0.2
 TAIL_SHARE = 0.5  # of mutations that keep a prefix and draw a random continuation
+DECISION_SHARE = 0.5  # of mutations that edit whole decisions (when the input's steps are known)
+SHAPES_KEPT = 1 << 15  # inputs whose decision structure is remembered
+POOL_KEPT = 1 << 12  # inputs with new features, for splicing
+# insert an event near another, insert anywhere, move, delete, splice, redraw one answer
+OP_WEIGHTS = (2, 1, 1, 1, 1, 4)
+NEAR = 4  # steps either side of an existing event where a second one is inserted
+
+
+class _Recorder:
+    """Answers draws from the input's bytes, as a plain replay would, and notes each draw's
+    name and answer count: where the input's decisions start and what each byte decides."""
+
+    __slots__ = ("data", "whats", "ns")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.whats: list[str] = []
+        self.ns: list[int] = []
+
+    def choose(self, what: str, n: int, options: tuple[int, ...] | None) -> int | None:
+        pos = len(self.whats)
+        if pos >= len(self.data):
+            return None
+        self.whats.append(what)
+        self.ns.append(n)
+        return self.data[pos]
+
+
+class Shapes:
+    """Decision structure of recently run inputs, and a pool of inputs that found new
+    features. Shared by the harness (which records) and the mutator (which reads)."""
+
+    def __init__(self) -> None:
+        self.shapes: dict[bytes, tuple[tuple[str, ...], tuple[int, ...]]] = {}
+        self.pool: list[bytes] = []
+        self.rng = random.Random(0)
+
+    def keep(self, data: bytes, rec: _Recorder, fresh: bool) -> None:
+        if len(self.shapes) >= SHAPES_KEPT:
+            # dicts keep insertion order: forget the oldest
+            for key in list(self.shapes)[: SHAPES_KEPT // 4]:
+                del self.shapes[key]
+        self.shapes[data] = (tuple(rec.whats), tuple(rec.ns))
+        if fresh:
+            if len(self.pool) < POOL_KEPT:
+                self.pool.append(data)
+            else:
+                self.pool[self.rng.randrange(POOL_KEPT)] = data
+
+
+SHAPES = Shapes()
 
 
 def count_files(path: str) -> int:
@@ -83,16 +135,23 @@ class Harness:
             core = sys.modules["atheris.core_with_libfuzzer"]
             self.base = core._reserve_counters(COUNTERS)
             atheris.UpdateCounterArrays()
-        result = self.machine.run(data[: self.max_len], coverage=True)
+        data = data[: self.max_len]
+        # replayed through a recorder (the same run as from bytes) so the mutator can later
+        # edit this input decision by decision
+        rec = _Recorder(data)
+        result = self.machine.run(b"", source=rec, coverage=True)
         self.runs += 1
         # looked up per call: the name is bound to a no-op stub until libFuzzer is running
         trace = atheris._trace_branch
         base, seen = self.base, self.seen
+        new = False
         for f in result.features or ():
             trace(base + f % COUNTERS)
             if f not in seen:
                 seen.add(f)
                 self.fresh.append(f)
+                new = True
+        SHAPES.keep(data, rec, new)
         finding = result.finding
         if finding is not None and not result.abandoned:
             sig = finding.signature
@@ -108,6 +167,79 @@ class Harness:
         if now >= self.next_stats:
             self.next_stats = now + STATS_PERIOD
             self.stats()
+
+
+def _steps(whats: tuple[str, ...]) -> list[int]:
+    """Start positions of the steps (each scheduler iteration begins with an "event" draw)."""
+    return [i for i, w in enumerate(whats) if w == "event"]
+
+
+def _event_bytes(rng: random.Random) -> bytes:
+    kind = rng.choice(("nmi", "nmi", "foreign", "preempt", "drain"))
+    out = bytes([EVENT_BYTE[kind] + rng.randrange(8), rng.randrange(8)])
+    if kind == "preempt":
+        out += bytes([rng.choice((rng.randrange(8), rng.randrange(256)))])
+    return out
+
+
+def _redraw(what: str, n: int, old: int, rng: random.Random) -> int:
+    """Another answer to a draw, chosen among the ones that mean something different."""
+    if what in CPU_DRAWS:
+        return (old + 1 + rng.randrange(max(1, n - 1))) % 256 if n > 1 else old
+    if what == "refresh":  # which fetch units of a stale view are refreshed
+        return rng.randrange(256)
+    if what == "drain":  # how many buffered stores drain first; 255 is all
+        return rng.choice((255, rng.randrange(max(1, n))))
+    if what == "take ipi":
+        return 0 if old >= 160 else rng.randrange(160, 256)
+    if what == "slice":  # 0: to the next stop; 192+k: k instructions
+        return 0 if old >= 192 else rng.randrange(192, 200)
+    return rng.randrange(256)
+
+
+def decision_mutation(data: bytes, whats: tuple[str, ...], ns: tuple[int, ...], max_size: int,
+                      rng: random.Random) -> bytes:
+    """Edit one whole decision of `data`, whose draws are named by `whats`. An injected event
+    (NMI, foreign trap, preemption, drain) leaves the last-stepped CPU alone, so inserting or
+    deleting one keeps the meaning of the round-robin-relative CPU choices after it."""
+    steps = _steps(whats)
+    bounds = steps + [len(whats)]
+    events = [i for i, st in enumerate(steps) if data[st] >= EVENT_BYTE["nmi"]]
+    op = rng.choices(range(len(OP_WEIGHTS)), OP_WEIGHTS)[0]
+    if op == 0 and events:
+        # another event a few steps from an existing one: races need two things to happen in
+        # the same window (an NMI overlapping another NMI, a trap during a refresh, ...)
+        i = rng.choice(events) + rng.randint(-NEAR, NEAR + 1)
+        at = bounds[min(max(i, 0), len(bounds) - 1)]
+        out = data[:at] + _event_bytes(rng) + data[at:]
+    elif op <= 1 or not steps:  # insert an event at any step boundary
+        at = rng.choice(bounds)
+        out = data[:at] + _event_bytes(rng) + data[at:]
+    elif op == 2 and events:  # move an event elsewhere
+        i = rng.choice(events)
+        piece = data[bounds[i]:bounds[i + 1]]
+        rest = data[:bounds[i]] + data[bounds[i + 1]:]
+        rest_bounds = [b for b in bounds if b <= bounds[i]] + \
+            [b - len(piece) for b in bounds if b >= bounds[i + 1]]
+        at = rng.choice(rest_bounds)
+        out = rest[:at] + piece + rest[at:]
+    elif op == 3:  # delete a whole step, events first
+        i = rng.choice(events) if events and rng.random() < 0.5 else rng.randrange(len(steps))
+        out = data[:bounds[i]] + data[bounds[i + 1]:]
+    elif op == 4 and SHAPES.pool:  # splice: this input's first steps, another's later ones
+        other = rng.choice(SHAPES.pool)
+        shape = SHAPES.shapes.get(other)
+        cut = rng.choice(bounds)
+        if shape is not None:
+            other_steps = _steps(shape[0]) + [len(shape[0])]
+            out = data[:cut] + other[rng.choice(other_steps):]
+        else:
+            out = data[:cut] + other[cut:]
+    else:  # answer one draw differently: which CPU, which view units refresh, drains, slices
+        pos = rng.randrange(len(whats))
+        value = _redraw(whats[pos], ns[pos], data[pos], rng)
+        out = data[:pos] + bytes([value]) + data[pos + 1:]
+    return out[:max_size]
 
 
 def schedule_mutator(data: bytes, max_size: int, seed: int) -> bytes:
@@ -128,8 +260,27 @@ def schedule_mutator(data: bytes, max_size: int, seed: int) -> bytes:
     return atheris.Mutate(data, max_size)
 
 
+def decision_mutator(data: bytes, max_size: int, seed: int) -> bytes:
+    """`schedule_mutator`, with a share of its mutations done on whole decisions (see
+    `decision_mutation`) for inputs whose structure the harness recorded. Measured on
+    ftrace_nmi_2008:correct (4 CPUs, 6000-schedule budget, seeds 1..22, medians of schedules to
+    the first finding): 861 with `schedule_mutator`, 628 with this one. The spread between
+    seeds is wide (20 to 3420), so this is a modest gain, not a new class."""
+    import atheris
+
+    rng = random.Random(seed)
+    shape = SHAPES.shapes.get(data)
+    r = rng.random()
+    if shape is not None and shape[0] and r < DECISION_SHARE:
+        return decision_mutation(data, *shape, max_size, rng)
+    if r < DECISION_SHARE + (1 - DECISION_SHARE) * TAIL_SHARE:
+        cut = rng.randint(0, min(len(data), max_size))
+        return data[:cut] + rng.randbytes(rng.randint(0, max_size - cut))
+    return atheris.Mutate(data, max_size)
+
+
 MUTATORS: dict[str, Callable[[bytes, int, int], bytes] | None] = {
-    "schedule": schedule_mutator, "libfuzzer": None}
+    "schedule": schedule_mutator, "decisions": decision_mutator, "libfuzzer": None}
 
 
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -140,7 +291,7 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--max-len", type=int, default=256)
     p.add_argument("--corpus", required=True, help="persistent corpus; new entries go here")
     p.add_argument("--events", required=True, help="JSON lines for the parent")
-    p.add_argument("--mutator", choices=MUTATORS, default="schedule")
+    p.add_argument("--mutator", choices=MUTATORS, default="decisions")
     p.add_argument("libfuzzer", nargs="*", help="libFuzzer flags, after --")
     args = p.parse_args(list(argv))
     return args, list(args.libfuzzer)
