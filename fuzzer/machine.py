@@ -245,55 +245,97 @@ class Machine:
         )
 
     def _loop(self) -> None:
+        # The hottest code of the fuzzer: one iteration per step, so the runnable scan, the
+        # CPU's step and the op dispatch are inlined here, with lookups hoisted into locals.
         ch = self.ch
         cpus = self.cpus
         n = self.ncpus
         orders = [[cpus[(last + 1 + i) % n] for i in range(n)] for last in range(n)]
         max_steps = self.config.max_steps
+        byte = ch.byte
+        ready = self._ready
+        irqs_on = self._irqs_on
+        step_code = self._step_code
+        handlers = self._handlers
+        run_code = ops.RunCode
         while self.finding is None:
-            self.step += 1
-            if self.step > max_steps:
+            step = self.step = self.step + 1
+            if step > max_steps:
                 self._hang("step budget exhausted")
                 break
             if self.completed:
                 self.epilogue -= 1
                 if self.epilogue < 0:
                     break
-            elif ch.exhausted:
+            elif ch.defaulted:
                 self.fair_steps += 1
                 if self.fair_steps > HANG_STEPS:
                     self._hang("no progress under fair scheduling")
                     break
-            ev = ch.byte(0, "event")
+            ev = byte(0, "event")
             if ev >= EV_NMI:
                 if self._event(ev):
                     continue
             # round robin by default: the next runnable CPU after the one stepped last
-            # the common case (nothing pending on a CPU) inline; _runnable() for the rest
             runnable = []
             for c in orders[self.last_cpu]:
                 if not c.online:
                     continue
-                if c.ipis or c.stop_req is not None or c.preempted:
-                    if self._runnable(c):
+                if c.ipis and irqs_on(c):
+                    runnable.append(c)
+                    continue
+                if c.stop_req is not None and self._can_park(c):
+                    runnable.append(c)
+                    continue
+                if c.preempted and len(c.frames) == 1:
+                    if step >= c.preempted_until:
                         runnable.append(c)
                     continue
                 top = c.frames[-1]
                 op = top.op
-                if op is not None and (not op.blocking or self._ready(c, top, op)):
+                if op is not None and (not op.blocking or ready(c, top, op)):
                     runnable.append(c)
             if not runnable:
                 if self._drain_all_buffers() or self._end_a_preemption():
                     continue
                 self._stall()
                 break
-            pick = ch.byte(-1, "cpu", len(runnable), self._opts(runnable))
+            if ch.source is None:
+                pick = byte(-1, "cpu", len(runnable), None)
+            else:
+                pick = byte(-1, "cpu", len(runnable), tuple(c.idx for c in runnable))
             # Default once the schedule is used up: round robin. (Running protocol work first
             # would save a third of the steps, but then the protocol's end runs without any
             # contention and random search needs 10-40x more schedules for the late bugs.)
             cpu = runnable[pick % len(runnable)] if pick >= 0 else runnable[0]
             self.last_cpu = cpu.idx
-            self._step_cpu(cpu)
+            # ---- _step_cpu(cpu), inlined
+            sb = cpu.sb
+            if sb:
+                d = byte(255, "drain", len(sb) + 1)
+                self._drain(cpu, len(sb) if d == 255 else d % (len(sb) + 1))
+            if cpu.ipis and irqs_on(cpu) and byte(0, "take ipi") < 160:
+                # The handler is atomic and serializing; the CPU then carries on in this step.
+                self._take_ipi(cpu)
+                continue
+            if cpu.stop_req is not None and self._can_park(cpu):
+                self._park(cpu)
+                continue
+            if cpu.preempted and len(cpu.frames) == 1:
+                self._resume_preempted(cpu)
+                continue
+            frame = cpu.frames[-1]
+            op = frame.op
+            if op.blocking and not ready(cpu, frame, op):
+                continue
+            t = type(op)
+            if t is run_code:
+                step_code(cpu, frame, op)
+                continue
+            handler = handlers.get(t)
+            if handler is None:
+                raise TypeError(f"protocol yielded {op!r}, which is not an op")
+            handler(self, cpu, frame, op)
 
     def _reset(self, schedule: bytes, trace: bool, source=None, coverage: bool = False) -> None:
         self.ch = Choices(schedule, source)
@@ -392,23 +434,6 @@ class Machine:
             return cpu.hw.irqs_enabled()
         return True
 
-    def _runnable(self, cpu: Cpu) -> bool:
-        if not cpu.online:
-            return False
-        if cpu.ipis and self._irqs_on(cpu):
-            return True
-        if cpu.stop_req is not None and self._can_park(cpu):
-            return True
-        if cpu.preempted and len(cpu.frames) == 1:
-            return self.step >= cpu.preempted_until
-        top = cpu.frames[-1]
-        op = top.op
-        if op is None:
-            return False
-        if op.blocking:
-            return self._ready(cpu, top, op)
-        return True
-
     def _event(self, ev: int) -> bool:
         """Inject an event chosen by the schedule. Returns True if one was injected."""
         ch = self.ch
@@ -482,44 +507,16 @@ class Machine:
         return (len(cpu.frames) == 1 and top.code_active and not cpu.preempted
                 and cpu.hw.irqs_enabled())
 
-    def _step_cpu(self, cpu: Cpu) -> None:
-        ch = self.ch
-        if cpu.sb:
-            d = ch.byte(255, "drain", len(cpu.sb) + 1)
-            self._drain(cpu, len(cpu.sb) if d == 255 else d % (len(cpu.sb) + 1))
-        if cpu.ipis and self._irqs_on(cpu) and ch.byte(0, "take ipi") < 160:
-            # The handler is atomic and serializing; the CPU then carries on in this step.
-            self._take_ipi(cpu)
+    def _resume_preempted(self, cpu: Cpu) -> None:
+        if self.step < cpu.preempted_until:
             return
-        if cpu.stop_req is not None and self._can_park(cpu):
-            self._park(cpu)
-            return
-        if cpu.preempted and len(cpu.frames) == 1:
-            if self.step < cpu.preempted_until:
-                return
-            cpu.preempted = False
-            if self.tracing:
-                self._t(cpu, "resumes after preemption (iret, serializing)")
-            self._serialize(cpu)
-            self._check_resume(cpu, "preemption")
-            return
-        frame = cpu.frames[-1]
-        op = frame.op
-        if op.blocking and not self._ready(cpu, frame, op):
-            return
-        self._exec(cpu, frame, op)
+        cpu.preempted = False
+        if self.tracing:
+            self._t(cpu, "resumes after preemption (iret, serializing)")
+        self._serialize(cpu)
+        self._check_resume(cpu, "preemption")
 
     # ================================================================ ops
-    def _exec(self, cpu: Cpu, frame: Frame, op) -> None:
-        t = type(op)
-        if t is ops.RunCode:
-            self._step_code(cpu, frame, op)
-            return
-        handler = self._handlers.get(t)
-        if handler is None:
-            raise TypeError(f"protocol yielded {op!r}, which is not an op")
-        handler(self, cpu, frame, op)
-
     def _op_load(self, cpu, frame, op):
         v = self._load(cpu, op.var, frame)
         if self.cov is not None:

@@ -34,21 +34,35 @@ STACK_SIZE = 0x1_0000
 THREAD_STACK_TOP = STACK_BASE + 0x8000
 NMI_STACK_TOP = STACK_BASE + 0xF000  # separate NMI stack, like the kernel's NMI IST
 EFLAGS_IF = 1 << 9
-NEVER = 0xFFFF_FFFF_FFFF_0000  # `until` address that is never reached
 
 _uclib = _ucmod.uclib
-_reg_read = _uclib.uc_reg_read
-_reg_write = _uclib.uc_reg_write
-_mem_write = _uclib.uc_mem_write
-_emu_start = _uclib.uc_emu_start
-_ctx_restore = _uclib.uc_context_restore
-_uc_ctl = _uclib.uc_ctl
 _uc_emu_stop = _uclib.uc_emu_stop
 _uc_hook_add = _uclib.uc_hook_add
+
+
+def _hot(name: str):
+    """A C entry point for the hot path: without argtypes (the binding's per-argument
+    conversion costs more than the call; callers pass ctypes objects of the right widths) and
+    through PyDLL (no GIL release and re-acquire: nothing else runs while a CPU steps)."""
+    fn = getattr(ctypes.PyDLL(_uclib._name), name)
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_reg_read = _hot("uc_reg_read")
+_reg_write = _hot("uc_reg_write")
+_mem_write = _hot("uc_mem_write")
+_emu_start = _hot("uc_emu_start")
+_ctx_restore = _hot("uc_context_restore")
+_uc_ctl = _hot("uc_ctl")
+_UNTIL = ctypes.c_uint64(0xFFFF_FFFF_FFFF_0000)  # an `until` address that is never reached
+_NO_TIMEOUT = ctypes.c_uint64(0)
+_U64_8 = ctypes.c_uint64(8)
 _HOOK_CODE_CFUNC = _ucmod.HOOK_CODE_CFUNC
 _HOOK_INTR_CFUNC = _ucmod.HOOK_INTR_CFUNC
 _OK = unicorn.UC_ERR_OK
-_RIP, _RSP, _EFLAGS = X.UC_X86_REG_RIP, X.UC_X86_REG_RSP, X.UC_X86_REG_EFLAGS
+_RIP, _RSP, _EFLAGS = (ctypes.c_int(r) for r in (X.UC_X86_REG_RIP, X.UC_X86_REG_RSP,
+                                                  X.UC_X86_REG_EFLAGS))
 
 # The site hook's state, shared with the hook: one int64 array per CPU.
 _SKIP, _HIT_ADDR, _HIT, _ENABLED = range(4)
@@ -92,7 +106,8 @@ def _native_site_hook() -> int | None:
 _NATIVE_KEEP: list = []  # the mapping holding the stub lives as long as the module
 _NATIVE_SITE_HOOK = _native_site_hook()
 # uc_ctl(uc, UC_CTL_TB_REMOVE_CACHE | write, lo, hi), encoded as the binding's ctl() does
-_CTL_REMOVE_CACHE = (unicorn.UC_CTL_IO_WRITE << 30) | (2 << 26) | unicorn.UC_CTL_TB_REMOVE_CACHE
+_CTL_REMOVE_CACHE = ctypes.c_int(
+    (unicorn.UC_CTL_IO_WRITE << 30) | (2 << 26) | unicorn.UC_CTL_TB_REMOVE_CACHE)
 
 
 def rel32(src_next: int, target: int) -> bytes:
@@ -309,6 +324,8 @@ class X86Cpu:
         self._pcref = ctypes.byref(self._pcval)
         self._uch = uc._uch
         self._flush_args: dict[tuple[int, int], tuple] = {}
+        self._a_begin = ctypes.c_uint64()
+        self._a_count = ctypes.c_size_t()
         self._if: bool | None = None  # EFLAGS.IF, cached until the registers may change
         # Site hook state (see _native_site_hook): skip, hit address, hit flag, enabled.
         self._st_buf = (ctypes.c_int64 * 4)(-1, 0, 0, 1)
@@ -422,7 +439,9 @@ class X86Cpu:
         st[_ENABLED] = sites
         self._if = None
         uc._hook_exception = None
-        status = _emu_start(self._uch, pc, NEVER, 0, count)
+        self._a_begin.value = pc
+        self._a_count.value = count
+        status = _emu_start(self._uch, self._a_begin, _UNTIL, _NO_TIMEOUT, self._a_count)
         if uc._hook_exception is not None:
             raise uc._hook_exception
         if status != _OK:
@@ -469,7 +488,7 @@ class X86Cpu:
         if kind == "call":
             _reg_read(uch, _RSP, ref)
             rsp = val.value - 8
-            status = _mem_write(uch, rsp, struct.pack("<Q", next_pc), 8)
+            status = _mem_write(uch, ctypes.c_uint64(rsp), struct.pack("<Q", next_pc), _U64_8)
             if status != _OK:
                 raise unicorn.UcError(status)
             val.value = rsp
