@@ -150,12 +150,15 @@ def settle_campaign(db: Database, campaign_id: int) -> str:
 
 
 def cancel_campaign(db: Database, campaign_id: int) -> list[int]:
-    """Mark a campaign cancelled and its queued or running jobs with it; returns those job ids
-    (the caller stops them in the queue)."""
+    """Mark a running campaign cancelled and its queued or running jobs with it; returns those
+    job ids (the caller stops them in the queue). A campaign that already ended is left as is."""
     with db.session() as s:
-        if s.execute(update(campaigns).where(campaigns.c.id == campaign_id)
-                     .values(status="cancelled")).rowcount == 0:
+        status = s.execute(select(campaigns.c.status).where(campaigns.c.id == campaign_id)).scalar_one_or_none()
+        if status is None:
             raise NotFound(f"no campaign with id {campaign_id}")
+        if status != "running":
+            return []  # finished, failed or already cancelled: its record stays as it is
+        s.execute(update(campaigns).where(campaigns.c.id == campaign_id).values(status="cancelled"))
         ids = list(s.execute(update(jobs).where(jobs.c.campaign_id == campaign_id,
                                                 jobs.c.state.in_(("queued", "running")))
                              .values(state="cancelled", finished=utcnow())

@@ -20,6 +20,7 @@ from . import ENGINE_VERSION, SCHEDULE_FORMAT
 from .campaign import CampaignResult
 from .campaign import fuzz as run_campaign
 from .choices import ScheduleError, parse_schedule_hex
+from .console import stdout_console
 from .machine import MAX_CPUS, MIN_CPUS, Config, Machine
 from .oracles import ORACLES
 from .protocols import UnknownProtocol, registry, resolve
@@ -300,7 +301,7 @@ def fuzz(spec: str, seconds: float | None, schedules: int | None, seed: int, cpu
             "crashes": [rec.to_dict() for rec in res.crashes.values()],
         }, indent=2))
         return
-    out = Console()
+    out = stdout_console()
     out.print(f"[bold]{label}[/]: {res.schedules} schedules in {res.seconds:.1f}s "
               f"({res.rate:,.0f}/s, {cpus} CPUs, strategy {strategy}, seed {seed})"
               + "".join(f", {k.replace('_', ' ')} {v}" for k, v in res.stats.items()))
@@ -478,7 +479,7 @@ def crashes_list(protocol, oracle, status, since, as_json, db_url) -> None:
         table.add_row(str(r["id"]), r["title"], r["oracle"], f"{r['protocol']}:{r['variant']}",
                       str(r["count"]), f"{r['first_seen']:%Y-%m-%d %H:%M}", f"{r['last_seen']:%Y-%m-%d %H:%M}",
                       r["status"])
-    Console().print(table)
+    stdout_console().print(table)
 
 
 @crashes.command("show")

@@ -283,7 +283,7 @@ def test_job_hit_totals_are_counted_once(backend, pg, tmp_path):
         assert db.get_job(d, j2)["new_buckets"] == 0
 
 
-def test_a_finished_job_delivered_again_adds_nothing(farm):
+def test_a_finished_job_delivered_again_adds_nothing(farm):  # and a finished campaign stays finished
     settings = FarmSettings()
     sub = coordinator.submit(BUG, strategy="random", jobs=1, job_seconds=2, minimize_runs=50, settings=settings)
     from workers.jobs import run_job
@@ -297,6 +297,10 @@ def test_a_finished_job_delivered_again_adds_nothing(farm):
         assert again == {"job": sub.jobs[0], "skipped": "finished"}
         assert {b["signature"]: b["count"] for b in db.list_buckets(d)} == counts
         assert db.get_job(d, sub.jobs[0])["schedules_run"] == runs
+        assert db.get_campaign(d, sub.campaign)["status"] == "finished"
+    with pytest.raises(coordinator.FarmError, match="already finished"):
+        coordinator.cancel(sub.campaign, settings)
+    with db.open_db(settings.db_url) as d:
         assert db.get_campaign(d, sub.campaign)["status"] == "finished"
 
 
@@ -314,6 +318,8 @@ def test_cancel_drops_queued_jobs(farm):
     st = json.loads(cli("farm", "status", "--json").stdout)
     c = next(c for c in st["campaigns"] if c["id"] == sub["campaign"])
     assert c["status"] == "cancelled" and c["jobs"] == {"cancelled": 3}
+    again = cli("farm", "cancel", str(sub["campaign"]), check=False)
+    assert again.returncode == 2 and "already cancelled: nothing to cancel" in again.stderr
 
 
 def _small_corpus(tmp_path: Path, broken: bool) -> Path:

@@ -7,8 +7,9 @@ import logging
 import sys
 
 import click
-from rich.console import Console
 from rich.table import Table
+
+from fuzzer.console import stdout_console
 
 from .settings import FarmSettings
 
@@ -79,7 +80,7 @@ def farm_status(as_json: bool, limit: int) -> None:
     if as_json:
         click.echo(json.dumps(st, indent=2))
         return
-    out = Console(width=None if sys.stdout.isatty() else 200)  # no squeezed columns in logs
+    out = stdout_console()
     q = next(iter(st["queues"].items()))
     out.print(f"Redis {st['redis']}, database {st['database']}")
     out.print(f"queue [bold]{q[0]}[/]: " + ", ".join(f"{v} {k}" for k, v in q[1].items()))

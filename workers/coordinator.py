@@ -209,9 +209,12 @@ def cancel(campaign_id: int, settings: FarmSettings | None = None) -> list[int]:
     database = open_database(settings)
     try:
         try:
+            before = db.get_campaign(database, campaign_id)["status"]
             ids = db.cancel_campaign(database, campaign_id)
         except db.NotFound as e:
             raise FarmError(f"{e}; see `patchfuzz farm status`") from None
+        if before != "running":
+            raise FarmError(f"campaign {campaign_id} is already {before}: nothing to cancel")
         for jid in ids:
             try:
                 job = FarmJob.fetch(rq_id(jid), connection=conn, serializer=SERIALIZER)
