@@ -356,6 +356,7 @@ class Machine:
         self.tasks_left = 0
         for s in self.sites.values():
             s.reset()
+            s._ok = self._memo_for(s)
         proto = self.proto
         hot = self.protocol_cls.uses_hotplug
         for cpu in self.cpus:
@@ -518,7 +519,13 @@ class Machine:
 
     # ================================================================ ops
     def _op_load(self, cpu, frame, op):
-        v = self._load(cpu, op.var, frame)
+        var = op.var
+        if var in self.freed:
+            v = self._load(cpu, var, frame)
+        elif cpu.sb:
+            v = self._peek(cpu, var)
+        else:
+            v = self.mem.get(var, 0)
         if self.cov is not None:
             self._feat("rf", op.var, self.writer.get(op.var), frame.kind, self.progress)
             frame.tags.setdefault("read", set()).add(op.var)
@@ -544,17 +551,21 @@ class Machine:
         self._advance(cpu, frame, None)
 
     def _op_atomic(self, cpu, frame, op):
-        if self._check_live(cpu, op.var, frame):
+        var = op.var
+        if var in self.freed:
+            self._check_live(cpu, var, frame)
             return
-        self._drain(cpu, len(cpu.sb))  # a locked instruction drains the store buffer
-        old = self.mem.get(op.var, 0)
+        if cpu.sb:
+            self._drain(cpu, len(cpu.sb))  # a locked instruction drains the store buffer
+        mem = self.mem
+        old = mem.get(var, 0)
         new, result = op.fn(old)
-        self.mem[op.var] = new
+        mem[var] = new
         if self.cov is not None:
-            self._feat("rmw", op.var, self.writer.get(op.var), frame.kind, self.progress, result)
-        self.writer[op.var] = frame.task or frame.kind
+            self._feat("rmw", var, self.writer.get(var), frame.kind, self.progress, result)
+        self.writer[var] = frame.task or frame.kind
         if self.tracing:
-            self._t(cpu, f"{op.name}({op.var}): {_fmt(old)} -> {_fmt(new)}")
+            self._t(cpu, f"{op.name}({var}): {_fmt(old)} -> {_fmt(new)}")
         self._advance(cpu, frame, result)
 
     def _op_poke(self, cpu, frame, op):
@@ -565,7 +576,7 @@ class Machine:
             whole[op.offset:op.offset + len(op.data)] = op.data
             if bytes(whole) not in site.intended:
                 site.intended = site.intended | {bytes(whole)}
-                site._ok = {}
+                site._ok = self._memo_for(site)
         off, data = units[frame.poke_pos]
         frame.poke_pos += 1
         if self.cov is not None:
@@ -895,6 +906,8 @@ class Machine:
         return drained
 
     def _text_as_seen(self, cpu: Cpu, site: SiteState) -> bytes:
+        if not cpu.sb:
+            return bytes(site.truth)
         data = bytearray(site.truth)
         for key, value in cpu.sb:
             if type(key) is tuple and key[1] is site:
@@ -1060,6 +1073,26 @@ class Machine:
                            f"stale {site.name} executed after completion in {self._ctx(cpu)}",
                            f"executes old {view.hex(' ')}; memory holds {bytes(site.truth).hex(' ')}")
 
+    # Fetch verdicts (and the versions an int3 handler may emulate) depend only on the site's
+    # old and new bytes and its written versions: one memo per such state, kept across runs,
+    # so a run does not decode again what the runs before it decoded.
+    _verdicts: dict[tuple, dict] = {}
+    _semantics_memo: dict[tuple[str, bytes, int], tuple[str, int]] = {}
+
+    def _memo_for(self, site: SiteState) -> dict:
+        key = (self.arch.name, site.old, site.new, frozenset(site.intended))
+        memo = Machine._verdicts.get(key)
+        if memo is None:
+            memo = Machine._verdicts[key] = {}
+        return memo
+
+    def _semantics(self, insn: bytes, addr: int) -> tuple[str, int]:
+        key = (self.arch.name, insn, addr)
+        sem = self._semantics_memo.get(key)
+        if sem is None:
+            sem = self._semantics_memo[key] = self.arch.semantics(insn, addr)
+        return sem
+
     def _is_intended(self, site: SiteState, view: bytes, off: int = 0):
         """True if the instruction about to execute at `off` is a whole instruction of a
         version the site was written to; _FOREIGN if it is, but that version is neither old,
@@ -1145,31 +1178,34 @@ class Machine:
         foreign = frame.tags["foreign"]
         site = self.site_by_addr.get(addr)
         code = cpu.code_frame
-        ctx = self._ctx(cpu)
         if result is ops.NOT_MINE or result is None:
             if foreign:
                 if self.tracing:
                     self._t(cpu, "int3 handler: not mine, passed on to kprobes")
             else:
                 name = site.name if site else self._sym(addr)
-                self._find(cpu, "unhandled-trap", f"unhandled int3 at {name} in {ctx}",
+                self._find(cpu, "unhandled-trap", f"unhandled int3 at {name} in {self._ctx(cpu)}",
                            f"the protocol's handler did not recognize the int3 at {self._sym(addr)}")
                 return
         elif isinstance(result, ops.Emulate):
             if foreign or site is None or result.addr != addr:
-                self._find(cpu, "wrong-target", f"int3 handler claims a foreign breakpoint in {ctx}",
+                self._find(cpu, "wrong-target",
+                           f"int3 handler claims a foreign breakpoint in {self._ctx(cpu)}",
                            f"trap at {self._sym(addr)}, handler emulated {result.insn.hex(' ')} "
                            f"for {self._sym(result.addr)}")
                 return
-            good = {site.old, site.new} | {v for v in site.intended if v[:1] != self.arch.trap_insn}
+            memo = site._ok
+            good = memo.get(_GOOD)
+            if good is None:
+                good = memo[_GOOD] = frozenset(
+                    {site.old, site.new} | {v for v in site.intended if v[:1] != self.arch.trap_insn})
             if result.insn not in good:
                 self._find(cpu, "wrong-target", f"int3 handler emulates wrong instruction at {site.name}",
                            f"emulated {self.arch.disasm(result.insn, addr)}; the site's versions are "
                            + ", ".join(self.arch.disasm(v, addr) for v in sorted(good)))
                 return
-            kind, target = self.arch.semantics(result.insn, addr)
-            cpu.hw.emulate(kind, target, addr + len(result.insn))
-            code.pc = cpu.hw.pc()
+            kind, target = self._semantics(result.insn, addr)
+            code.pc = cpu.hw.emulate(kind, target, addr + len(result.insn))
             if self.tracing:
                 self._t(cpu, f"int3 handler emulates {self.arch.disasm(result.insn, addr)}")
         else:
@@ -1295,6 +1331,7 @@ class Machine:
 
 
 _FOREIGN = "foreign"  # a whole written version that is neither old nor new
+_GOOD = "good"  # key, in a site's verdict memo, of the versions a handler may emulate
 
 
 def _fmt(v: Any) -> str:

@@ -480,8 +480,9 @@ class X86Cpu:
         if status != _OK:
             raise unicorn.UcError(status)
 
-    def emulate(self, kind: str, target: int, next_pc: int) -> None:
-        """Apply a whole instruction's effect, as the int3 handler's int3_emulate_*() does."""
+    def emulate(self, kind: str, target: int, next_pc: int) -> int:
+        """Apply a whole instruction's effect, as the int3 handler's int3_emulate_*() does.
+        Returns the new PC."""
         uch = self._uch
         val = self._pcval
         ref = self._pcref
@@ -499,6 +500,7 @@ class X86Cpu:
         else:
             val.value = next_pc
         _reg_write(uch, _RIP, ref)
+        return val.value
 
     def return_address(self) -> int:
         rsp = self.uc.reg_read(X.UC_X86_REG_RSP)
