@@ -247,6 +247,13 @@ class Machine:
     def _loop(self) -> None:
         # The hottest code of the fuzzer: one iteration per step, so the runnable scan, the
         # CPU's step and the op dispatch are inlined here, with lookups hoisted into locals.
+        #
+        # Once the schedule is used up ("fair": no source, no bytes left) every draw returns
+        # its default and has no effect beyond `ch.defaulted`, so the fair path makes no
+        # draws: no event, the first runnable CPU in round-robin order, drain everything,
+        # take a pending IPI, refresh every fetch unit, run to the next stop. It also stops
+        # the runnable scan at that first CPU: the CPUs after it are only checked where the
+        # check itself has effects (a lock's waiter queue, a protocol's wait predicate).
         ch = self.ch
         cpus = self.cpus
         n = self.ncpus
@@ -255,9 +262,12 @@ class Machine:
         byte = ch.byte
         ready = self._ready
         irqs_on = self._irqs_on
+        runnable_check = self._runnable
         step_code = self._step_code
         handlers = self._handlers
         run_code = ops.RunCode
+        effectful = _EFFECTFUL_READY
+        fair = False
         while self.finding is None:
             step = self.step = self.step + 1
             if step > max_steps:
@@ -272,49 +282,71 @@ class Machine:
                 if self.fair_steps > HANG_STEPS:
                     self._hang("no progress under fair scheduling")
                     break
-            ev = byte(0, "event")
-            if ev >= EV_NMI:
-                if self._event(ev):
-                    continue
-            # round robin by default: the next runnable CPU after the one stepped last
-            runnable = []
-            for c in orders[self.last_cpu]:
-                if not c.online:
-                    continue
-                if c.ipis and irqs_on(c):
-                    runnable.append(c)
-                    continue
-                if c.stop_req is not None and self._can_park(c):
-                    runnable.append(c)
-                    continue
-                if c.preempted and len(c.frames) == 1:
-                    if step >= c.preempted_until:
-                        runnable.append(c)
-                    continue
-                top = c.frames[-1]
-                op = top.op
-                if op is not None and (not op.blocking or ready(c, top, op)):
-                    runnable.append(c)
-            if not runnable:
-                if self._drain_all_buffers() or self._end_a_preemption():
-                    continue
-                self._stall()
-                break
-            if ch.source is None:
-                pick = byte(-1, "cpu", len(runnable), None)
+            if not fair:  # once fair, fair for the rest of the run
+                fair = ch.pos >= ch.n and ch.source is None
+            if fair:
+                ch.defaulted = True  # what the event draw would record
+                cpu = None
+                for c in orders[self.last_cpu]:
+                    if cpu is None:
+                        if c.online:
+                            if c.ipis or c.stop_req is not None or c.preempted:
+                                if runnable_check(c):
+                                    cpu = c
+                            else:
+                                top = c.frames[-1]
+                                op = top.op
+                                if op is not None and (not op.blocking or ready(c, top, op)):
+                                    cpu = c
+                    elif type(c.frames[-1].op) in effectful:
+                        runnable_check(c)
+                if cpu is None:
+                    if self._drain_all_buffers() or self._end_a_preemption():
+                        continue
+                    self._stall()
+                    break
             else:
-                pick = byte(-1, "cpu", len(runnable), tuple(c.idx for c in runnable))
-            # Default once the schedule is used up: round robin. (Running protocol work first
-            # would save a third of the steps, but then the protocol's end runs without any
-            # contention and random search needs 10-40x more schedules for the late bugs.)
-            cpu = runnable[pick % len(runnable)] if pick >= 0 else runnable[0]
+                ev = byte(0, "event")
+                if ev >= EV_NMI:
+                    if self._event(ev):
+                        continue
+                # round robin by default: the next runnable CPU after the one stepped last
+                runnable = []
+                for c in orders[self.last_cpu]:
+                    if not c.online:
+                        continue
+                    if c.ipis or c.stop_req is not None or c.preempted:
+                        if runnable_check(c):
+                            runnable.append(c)
+                        continue
+                    top = c.frames[-1]
+                    op = top.op
+                    if op is not None and (not op.blocking or ready(c, top, op)):
+                        runnable.append(c)
+                if not runnable:
+                    if self._drain_all_buffers() or self._end_a_preemption():
+                        continue
+                    self._stall()
+                    break
+                if ch.source is None:
+                    pick = byte(-1, "cpu", len(runnable), None)
+                else:
+                    pick = byte(-1, "cpu", len(runnable), tuple(c.idx for c in runnable))
+                # Default once the schedule is used up: round robin. (Running protocol work
+                # first would save a third of the steps, but then the protocol's end runs
+                # without any contention and random search needs 10-40x more schedules for
+                # the late bugs.)
+                cpu = runnable[pick % len(runnable)] if pick >= 0 else runnable[0]
             self.last_cpu = cpu.idx
-            # ---- _step_cpu(cpu), inlined
+            # ---- the CPU's step
             sb = cpu.sb
             if sb:
-                d = byte(255, "drain", len(sb) + 1)
-                self._drain(cpu, len(sb) if d == 255 else d % (len(sb) + 1))
-            if cpu.ipis and irqs_on(cpu) and byte(0, "take ipi") < 160:
+                if fair:
+                    self._drain(cpu, len(sb))
+                else:
+                    d = byte(255, "drain", len(sb) + 1)
+                    self._drain(cpu, len(sb) if d == 255 else d % (len(sb) + 1))
+            if cpu.ipis and irqs_on(cpu) and (fair or byte(0, "take ipi") < 160):
                 # The handler is atomic and serializing; the CPU then carries on in this step.
                 self._take_ipi(cpu)
                 continue
@@ -330,7 +362,7 @@ class Machine:
                 continue
             t = type(op)
             if t is run_code:
-                step_code(cpu, frame, op)
+                step_code(cpu, frame, op, fair)
                 continue
             handler = handlers.get(t)
             if handler is None:
@@ -433,6 +465,23 @@ class Machine:
         op = top.op
         if type(op) is ops.RunCode and top.code_active:
             return cpu.hw.irqs_enabled()
+        return True
+
+    def _runnable(self, cpu: Cpu) -> bool:
+        if not cpu.online:
+            return False
+        if cpu.ipis and self._irqs_on(cpu):
+            return True
+        if cpu.stop_req is not None and self._can_park(cpu):
+            return True
+        if cpu.preempted and len(cpu.frames) == 1:
+            return self.step >= cpu.preempted_until
+        top = cpu.frames[-1]
+        op = top.op
+        if op is None:
+            return False
+        if op.blocking:
+            return self._ready(cpu, top, op)
         return True
 
     def _event(self, ev: int) -> bool:
@@ -956,7 +1005,8 @@ class Machine:
             cpu.stale.discard(site)
 
     # ================================================================ code
-    def _step_code(self, cpu: Cpu, frame: Frame, op) -> None:
+    def _step_code(self, cpu: Cpu, frame: Frame, op, fair: bool = False) -> None:
+        """One slice of code. `fair`: the schedule is used up, every draw takes its default."""
         hw = cpu.hw
         ch = self.ch
         if not frame.code_active:
@@ -969,15 +1019,18 @@ class Machine:
             if site in cpu.stale:
                 fresh = self._text_as_seen(cpu, site)
                 if cpu.views[site.name] != fresh:
-                    self._refresh_units(cpu, site, fresh, ch.byte(0xFF, "refresh"))
+                    self._refresh_units(cpu, site, fresh, 0xFF if fair else ch.byte(0xFF, "refresh"))
                 else:
                     cpu.stale.discard(site)
             self._check_fetch(cpu, frame, site)
             if self.finding is not None:
                 return
             cpu.skip = frame.pc
-        n = ch.byte(0, "slice")
-        count = RUN_TO_STOP if n < 192 else n - 191
+        if fair:
+            count = RUN_TO_STOP
+        else:
+            n = ch.byte(0, "slice")
+            count = RUN_TO_STOP if n < 192 else n - 191
         cpu.stop = None
         hit = hw.run(frame.pc, count, cpu.skip)
         cpu.skip = -1
@@ -1331,6 +1384,9 @@ class Machine:
 
 
 _FOREIGN = "foreign"  # a whole written version that is neither old nor new
+# Ops whose readiness check has effects beyond its answer: a lock queues a waiting writer and
+# looks for a deadlock; a wait runs the protocol's predicate.
+_EFFECTFUL_READY = (ops.LockOp, ops.WaitUntil)
 _GOOD = "good"  # key, in a site's verdict memo, of the versions a handler may emulate
 
 

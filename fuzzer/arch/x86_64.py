@@ -51,13 +51,11 @@ def _hot(name: str):
 
 _reg_read = _hot("uc_reg_read")
 _reg_write = _hot("uc_reg_write")
-_mem_write = _hot("uc_mem_write")
 _emu_start = _hot("uc_emu_start")
 _ctx_restore = _hot("uc_context_restore")
 _uc_ctl = _hot("uc_ctl")
 _UNTIL = ctypes.c_uint64(0xFFFF_FFFF_FFFF_0000)  # an `until` address that is never reached
 _NO_TIMEOUT = ctypes.c_uint64(0)
-_U64_8 = ctypes.c_uint64(8)
 _HOOK_CODE_CFUNC = _ucmod.HOOK_CODE_CFUNC
 _HOOK_INTR_CFUNC = _ucmod.HOOK_INTR_CFUNC
 _OK = unicorn.UC_ERR_OK
@@ -318,7 +316,12 @@ class X86Cpu:
         self._text[: len(image.text)] = image.text
         uc.mem_map_ptr(TEXT_BASE, TEXT_SIZE, unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC,
                        ctypes.addressof(self._text_buf))
-        uc.mem_map(STACK_BASE, STACK_SIZE, unicorn.UC_PROT_READ | unicorn.UC_PROT_WRITE)
+        # The stack too, so the int3 handler's emulated call pushes its return address with a
+        # host store (no code lives there, so no translation can go stale).
+        self._stack_buf = (ctypes.c_ubyte * STACK_SIZE)()
+        self._stack = memoryview(self._stack_buf).cast("B")
+        uc.mem_map_ptr(STACK_BASE, STACK_SIZE, unicorn.UC_PROT_READ | unicorn.UC_PROT_WRITE,
+                       ctypes.addressof(self._stack_buf))
         self._hooks = hooks
         self._pcval = ctypes.c_uint64()
         self._pcref = ctypes.byref(self._pcval)
@@ -489,9 +492,10 @@ class X86Cpu:
         if kind == "call":
             _reg_read(uch, _RSP, ref)
             rsp = val.value - 8
-            status = _mem_write(uch, ctypes.c_uint64(rsp), struct.pack("<Q", next_pc), _U64_8)
-            if status != _OK:
-                raise unicorn.UcError(status)
+            if STACK_BASE <= rsp <= STACK_BASE + STACK_SIZE - 8:
+                struct.pack_into("<Q", self._stack, rsp - STACK_BASE, next_pc)
+            else:  # off the stack: let the emulator raise what a real push would
+                self.uc.mem_write(rsp, struct.pack("<Q", next_pc))
             val.value = rsp
             _reg_write(uch, _RSP, ref)
             val.value = target
