@@ -22,6 +22,7 @@ from .campaign import fuzz as run_campaign
 from .choices import ScheduleError, parse_schedule_hex
 from .console import stdout_console
 from .machine import MAX_CPUS, MIN_CPUS, Config, Machine
+from .minimize import DEFAULT_ORDER, ORDERS
 from .oracles import ORACLES
 from .protocols import UnknownProtocol, registry, resolve
 from .strategies import DEFAULT_STRATEGY, STRATEGIES
@@ -102,14 +103,18 @@ def protocols(as_json: bool) -> None:
               help="Schedule bytes as hex, or @FILE holding the hex.")
 @click.option("--cpus", default=4, show_default=True, type=int)
 @click.option("--trace", is_flag=True, help="Print the event trace.")
+@click.option("--focus", is_flag=True,
+              help="Print the focused trace instead: the involved CPUs' steps that touch the patch site, "
+                   "protocol variables, locks and handlers, and the decisions the finding needs.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @smz_option
-def run(spec: str, schedule: str, cpus: int, trace: bool, as_json: bool,
+def run(spec: str, schedule: str, cpus: int, trace: bool, focus: bool, as_json: bool,
         stop_machine_serializes: bool | None) -> None:
     """Replay one schedule and report the verdict."""
     data = _read_schedule(schedule)
     machine = _machine(spec, cpus, stop_machine_serializes)
     result = machine.run(data, trace=True)
+    lines = _focused(machine, data, result) if focus else result.trace
     f = result.finding
     out = {
         "protocol": machine.protocol_cls.name,
@@ -130,11 +135,13 @@ def run(spec: str, schedule: str, cpus: int, trace: bool, as_json: bool,
     }
     if trace and as_json:
         out["trace"] = result.trace
+    if focus and as_json:
+        out["focus"] = lines
     if as_json:
         click.echo(json.dumps(out, indent=2))
     else:
-        if trace:
-            for line in result.trace:
+        if trace or focus:
+            for line in lines:
                 click.echo(line)
             click.echo("")
         if f:
@@ -148,6 +155,12 @@ def run(spec: str, schedule: str, cpus: int, trace: bool, as_json: bool,
         click.echo(f"trace sha256 {result.trace_sha256}")
     if f:
         sys.exit(1)
+
+
+def _focused(machine: Machine, schedule: bytes, result) -> list[str]:
+    from .focus import focus
+
+    return focus(machine, schedule, result)
 
 
 def _open_db(url: str | None):
@@ -374,27 +387,34 @@ def bench(strategies: str, trials: int, cap: float, cpus: int, seed: int, varian
 @click.option("--schedule", "schedule", required=True, metavar="HEX|@FILE")
 @click.option("--cpus", default=4, show_default=True, type=int)
 @click.option("--max-runs", default=20000, show_default=True, type=int)
+@click.option("--order", default=DEFAULT_ORDER, show_default=True, metavar="steps|bytes",
+              help="What smaller means: steps = fewest scheduling steps, then fewest bytes (a short "
+                   "trace); bytes = shortlex on the bytes (a short schedule, round robin after it).")
 @click.option("--json", "as_json", is_flag=True)
 @smz_option
-def minimize_cmd(spec: str, schedule: str, cpus: int, max_runs: int, as_json: bool,
+def minimize_cmd(spec: str, schedule: str, cpus: int, max_runs: int, order: str, as_json: bool,
                  stop_machine_serializes: bool | None) -> None:
     """Shrink a finding's schedule while the same signature reproduces."""
     from .minimize import minimize
 
+    if order not in ORDERS:
+        raise UserError(f"--order takes {' or '.join(ORDERS)}, got {order!r}")
+    if max_runs < 1:
+        raise UserError(f"--max-runs must be positive, got {max_runs}")
     data = _read_schedule(schedule)
     machine = _machine(spec, cpus, stop_machine_serializes)
     f = machine.run(data).finding
     if f is None:
         raise UserError("that schedule runs clean on this protocol and configuration: nothing to minimize")
-    small, before, after, runs = minimize(machine, data, max_runs=max_runs)
+    small, before, after, runs = minimize(machine, data, max_runs=max_runs, order=order)
     if as_json:
         click.echo(json.dumps({"oracle": f.oracle, "title": f.title, "signature": f.signature,
-                               "schedule": small.hex(), "before": before.to_dict(),
+                               "order": order, "schedule": small.hex(), "before": before.to_dict(),
                                "after": after.to_dict(), "runs": runs}, indent=2))
         return
-    click.echo(f"[{f.oracle}] {f.title}  ({runs} runs)")
+    click.echo(f"[{f.oracle}] {f.title}  ({runs} runs, order {order})")
     for name, b, a in (("bytes", before.bytes, after.bytes), ("steps", before.steps, after.steps),
-                       ("NMIs", before.nmis, after.nmis), ("preemptions", before.preemptions, after.preemptions),
+                       ("decisions", before.decisions, after.decisions), ("NMIs", before.nmis, after.nmis), ("preemptions", before.preemptions, after.preemptions),
                        ("foreign int3s", before.foreign_traps, after.foreign_traps)):
         click.echo(f"  {name:<14} {b:>5} -> {a}")
     click.echo(f"minimized schedule: {small.hex() or '(empty)'}")
@@ -487,8 +507,9 @@ def crashes_list(protocol, oracle, status, since, as_json, db_url) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--timeline", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also draw the race, one lane per CPU: FILE.svg or FILE.html.")
+@click.option("--focus", is_flag=True, help="Show the focused trace (see `run --focus`).")
 @db_option
-def crashes_show(bucket_id, as_json, timeline, db_url) -> None:
+def crashes_show(bucket_id, as_json, timeline, focus, db_url) -> None:
     """Everything about a bucket, with the trace of its shortest reproducer."""
     if timeline is not None and timeline.suffix not in (".svg", ".html"):
         raise UserError(f"--timeline must name a .svg or .html file, got {timeline}")
@@ -496,11 +517,15 @@ def crashes_show(bucket_id, as_json, timeline, db_url) -> None:
     b = _bucket(database, bucket_id)
     sample = b.get("best_sample") or {}
     trace: list[str] = []
+    focused: list[str] = []
     cpus = (sample.get("config") or {}).get("cpus", 4)
     if sample:
         try:
             machine = _machine(f"{b['protocol']}:{b['variant']}", cpus, None)
-            trace = machine.run(bytes(sample["schedule"]), trace=True).trace
+            result = machine.run(bytes(sample["schedule"]), trace=True)
+            trace = result.trace
+            if focus:
+                focused = _focused(machine, bytes(sample["schedule"]), result)
         except UserError:
             trace = ["(protocol no longer available: trace not replayed)"]
     if timeline is not None:
@@ -514,6 +539,8 @@ def crashes_show(bucket_id, as_json, timeline, db_url) -> None:
             raise UserError(f"cannot write {timeline}: {e.strerror}") from None
     if as_json:
         out = {**b, "trace": trace}
+        if focus:
+            out["focus"] = focused
         if sample:
             out["best_sample"] = {**sample, "schedule": bytes(sample["schedule"]).hex()}
         click.echo(json.dumps(out, indent=2, default=str))
@@ -527,7 +554,7 @@ def crashes_show(bucket_id, as_json, timeline, db_url) -> None:
         click.echo(f"  reproducer: {len(bytes(sample['schedule']))} bytes, format {sample['schedule_format']}, "
                    f"engine {sample['engine_version']}: {bytes(sample['schedule']).hex()}")
         click.echo(f"  {sample.get('detail') or ''}")
-    for line in trace:
+    for line in focused if focus else trace:
         click.echo(line)
 
 

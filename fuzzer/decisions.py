@@ -92,6 +92,38 @@ def record(machine: Machine, schedule: bytes, **run_kw) -> tuple[list[Draw], Run
     return rec.draws, result
 
 
+class _ExplicitRecorder(Recorder):
+    """A Recorder that, once `data` is used up, answers each draw with its default byte until
+    `steps` steps have been drawn: the defaults the machine would have taken, written out."""
+
+    def __init__(self, data: bytes, steps: int) -> None:
+        super().__init__(data)
+        self.steps_left = steps
+
+    def choose(self, what: str, n: int, options: tuple[int, ...] | None) -> int | None:
+        if what == "event":
+            self.steps_left -= 1
+        pos = len(self.draws)
+        if pos < len(self.data):
+            v = self.data[pos]
+        elif self.steps_left >= 0:
+            v = NEUTRAL.get(what, 0)
+        else:
+            return None
+        self.draws.append(Draw(pos, what, n, options, v))
+        return v
+
+
+def record_all(machine: Machine, schedule: bytes) -> tuple[list[Draw], RunResult]:
+    """Every draw of `schedule`'s run, those its bytes answer and those the defaults answer
+    after them (up to the run's last step), and the run's result. Replaying the bytes of these
+    draws gives the same run, except that the fair-scheduling hang clock starts later."""
+    steps = machine.run(schedule).steps
+    rec = _ExplicitRecorder(schedule, steps)
+    result = machine.run(b"", source=rec)
+    return rec.draws, result
+
+
 @dataclass(frozen=True)
 class Step:
     """One scheduler iteration's draws. `answers` maps each draw to its answer in absolute

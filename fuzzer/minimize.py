@@ -1,7 +1,7 @@
 """Minimize a finding's schedule: shrink bytes while the same signature reproduces.
 
-Hypothesis-style passes, every accepted candidate smaller in shortlex order (shorter first,
-then bytewise smaller), repeated until none makes progress. Two granularities:
+Hypothesis-style passes, every accepted candidate smaller in the chosen order (see below:
+fewest steps, or shortlex on the bytes), repeated until none makes progress. Two granularities:
 
 Decisions (see fuzzer.decisions): a byte means something only given the bytes before it, so
 deleting one byte re-targets every later CPU choice. These passes edit the parsed steps, naming
@@ -14,8 +14,17 @@ CPUs absolutely, and re-encode, so every other decision keeps its meaning:
 Bytes: cut the tail by bisection; delete spans of 8, 4, 2 and 1 bytes; lower each byte to 0
 (a plain step, no event, the first option), then to smaller values.
 
-Every candidate is a pure function of the current best, so minimizing twice gives the same
-bytes.
+Two orders say what "smaller" means:
+* `bytes`: shortlex on the bytes (shorter, then bytewise smaller). The bytes end early and round
+  robin plays out the rest of the run, so the trace can be long: no-final-sync keeps 77 steps
+  for 17 bytes, the race in its last five.
+* `steps`: (scheduling steps of the run, then shortlex on the bytes). A reader follows the
+  trace, not the bytes. On top of the passes above, the whole run is made explicit (every
+  step's CPU named, the defaults included) and whole steps are deleted from it, so the idle
+  CPUs round robin would step are skipped by explicit choices: more bytes, fewer steps.
+
+Every candidate is a pure function of the current best and every accepted one is smaller in a
+total order, so minimizing twice gives the same bytes.
 """
 
 from __future__ import annotations
@@ -24,6 +33,9 @@ from dataclasses import dataclass
 
 from . import decisions as dec
 from .machine import Machine
+
+ORDERS = ("steps", "bytes")
+DEFAULT_ORDER = "steps"
 
 
 @dataclass
@@ -53,28 +65,49 @@ def shape(machine: Machine, schedule: bytes) -> Shape:
 
 
 class Minimizer:
-    def __init__(self, machine: Machine, signature: str, max_runs: int = 20000, decisions: bool = True):
+    def __init__(self, machine: Machine, signature: str, max_runs: int = 20000, decisions: bool = True,
+                 order: str = DEFAULT_ORDER):
+        if order not in ORDERS:
+            raise ValueError(f"order must be one of {', '.join(ORDERS)}, not {order!r}")
         self.machine = machine
         self.decisions = decisions
+        self.order = order
         self.signature = signature
         self.max_runs = max_runs
         self.runs = 0
-        # passes repeat until none makes progress: a candidate that failed once fails again
+        # passes repeat until none makes progress: a candidate that failed once fails again,
+        # and one that reproduced keeps its step count
         self._failed: set[bytes] = set()
+        self._steps: dict[bytes, int] = {}
         self._encoded: dict[tuple, bytes] = {}
 
     def reproduces(self, schedule: bytes) -> bool:
         if schedule in self._failed:
             return False
+        if schedule in self._steps:
+            return True
         self.runs += 1
-        f = self.machine.run(schedule).finding
+        r = self.machine.run(schedule)
+        f = r.finding
         ok = f is not None and f.signature == self.signature
-        if not ok:
+        if ok:
+            self._steps[schedule] = r.steps
+        else:
             self._failed.add(schedule)
         return ok
 
+    def key(self, schedule: bytes) -> tuple:
+        """Where a reproducing schedule stands in this minimizer's order (smaller is better)."""
+        if self.order == "steps":
+            return (self._steps[schedule], len(schedule), schedule)
+        return (len(schedule), schedule)
+
     def _better(self, cand: bytes, best: bytes) -> bool:
-        return (len(cand), cand) < (len(best), best) and self.runs < self.max_runs and self.reproduces(cand)
+        if self.order == "bytes" and (len(cand), cand) >= (len(best), best):
+            return False  # no run needed to know it cannot win
+        if cand == best or (self.runs >= self.max_runs and cand not in self._steps):
+            return False
+        return self.reproduces(cand) and self.key(cand) < self.key(best)
 
     def _better_plan(self, plan: dec.Plan, best: bytes) -> bytes | None:
         """The bytes of `plan` if they are smaller than `best` and reproduce."""
@@ -84,7 +117,14 @@ class Minimizer:
             if self.runs >= self.max_runs:
                 return None
             self.runs += 1
-            cand = self._encoded[key] = dec.encode(self.machine, plan)[0]
+            cand, r = dec.encode(self.machine, plan)
+            self._encoded[key] = cand
+            f = r.finding
+            # the plan's run is the bytes' run (up to the hang clock): one that misses the
+            # signature, or cannot win on steps, spares the bytes' run
+            if f is None or f.signature != self.signature or (
+                    self.order == "steps" and best in self._steps and r.steps > self._steps[best]):
+                self._failed.add(cand)
         return cand if self._better(cand, best) else None
 
     def minimize(self, schedule: bytes) -> bytes:
@@ -94,10 +134,12 @@ class Minimizer:
         best = self.machine.run(schedule).schedule
         if not self.reproduces(best):
             best = schedule
+        step_passes = (self._step_prefix, self._step_blocks, self._step_edits) if self.decisions else ()
+        if self.order == "steps":
+            step_passes = (*step_passes, self._cpu_blocks, self._explicit_blocks)
         progress = True
         while progress and self.runs < self.max_runs:
             progress = False
-            step_passes = (self._step_prefix, self._step_blocks, self._step_edits) if self.decisions else ()
             for candidate_pass in (self._cut_tail, *step_passes, self._delete_spans, self._lower_bytes):
                 new = candidate_pass(best)
                 if new != best:
@@ -176,6 +218,53 @@ class Minimizer:
         raw = best[:step.start] + best[step.end:]
         return raw if self._better(raw, best) else None
 
+    def _explicit_plan(self, best: bytes) -> dec.Plan:
+        """Every step of `best`'s run, the ones the defaults played included, CPUs named."""
+        self.runs += 2
+        return dec.plan_of(dec.split_steps(dec.record_all(self.machine, best)[0]))
+
+    def _explicit_blocks(self, best: bytes) -> bytes:
+        """Delete runs of 8, 4, 2 and 1 steps from the explicit run: the step a CPU spent
+        idling (a caller loop, a fetch that changes nothing) goes, the others keep their CPUs.
+        Costs bytes, since the CPUs after it are no longer round robin's picks."""
+        for size in (8, 4, 2, 1):
+            plan = self._explicit_plan(best)
+            i = len(plan) - size
+            while i >= 0 and self.runs < self.max_runs:
+                new = self._better_plan(plan[:i] + plan[i + size:], best)
+                if new is not None:
+                    best = new
+                    plan = self._explicit_plan(best)
+                    i = min(i, len(plan) - size)
+                    continue
+                i -= 1
+        return best
+
+    def _cpu_blocks(self, best: bytes) -> bytes:
+        """Delete runs of 8, 4, 2 and 1 consecutive steps of one CPU from the explicit run.
+        A CPU's step does the next thing in its own program, so a detour it took (a caller
+        loop, a harmless trap it handled) is a run of its own steps, interleaved with other
+        CPUs' steps: deleting those alone lets its later steps happen as they did."""
+        for size in (8, 4, 2, 1):
+            plan = self._explicit_plan(best)
+            for cpu in range(self.machine.ncpus):
+                j = len(self._steps_of_cpu(plan, cpu)) - size
+                while j >= 0 and self.runs < self.max_runs:
+                    mine = self._steps_of_cpu(plan, cpu)
+                    gone = set(mine[j:j + size])
+                    new = self._better_plan([p for k, p in enumerate(plan) if k not in gone], best)
+                    if new is not None:
+                        best = new
+                        plan = self._explicit_plan(best)
+                        j = min(j, len(self._steps_of_cpu(plan, cpu)) - size)
+                        continue
+                    j -= 1
+        return best
+
+    @staticmethod
+    def _steps_of_cpu(plan: dec.Plan, cpu: int) -> list[int]:
+        return [k for k, step in enumerate(plan) if step.get("cpu") == cpu]
+
     def _delete_spans(self, best: bytes) -> bytes:
         for size in (8, 4, 2, 1):
             i = 0
@@ -199,12 +288,13 @@ class Minimizer:
 
 
 def minimize(machine: Machine, schedule: bytes, max_runs: int = 20000,
-             decisions: bool = True) -> tuple[bytes, Shape, Shape, int]:
+             decisions: bool = True, order: str = DEFAULT_ORDER) -> tuple[bytes, Shape, Shape, int]:
     """(minimized schedule, shape before, shape after, runs used) for the finding `schedule`
-    reproduces. `decisions=False` keeps to the byte passes (for comparison)."""
+    reproduces. `decisions=False` keeps to the byte passes (for comparison); `order` is
+    "steps" (fewest scheduling steps, then fewest bytes) or "bytes" (shortlex on the bytes)."""
     f = machine.run(schedule).finding
     if f is None:
         raise ValueError("the schedule runs clean: nothing to minimize")
-    m = Minimizer(machine, f.signature, max_runs, decisions)
+    m = Minimizer(machine, f.signature, max_runs, decisions, order)
     small = m.minimize(schedule)
     return small, shape(machine, schedule), shape(machine, small), m.runs

@@ -162,7 +162,7 @@ def build(directory: Path, seed: int = 1, cpus: int = 4) -> list[Path]:
             m = Machine(cls, variant, Config(cpus=cpus))
             res = fuzz(m, RandomStrategy(seed=seed), schedules=20000, stop_on={want})
             rec = next(c for c in res.crashes.values() if c.finding.oracle == want)
-            small = minimize(m, rec.schedule, max_runs=3000)[0]
+            small = minimize(m, rec.schedule)[0]  # the full budget: each reproducer a fixed point
             f = m.run(small).finding
             path = folder / f"{variant}.json"
             write_case(path, protocol=name, variant=variant, cpus=cpus, schedule=small,

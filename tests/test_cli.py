@@ -109,6 +109,8 @@ BAD_INPUTS = {
     "fuzz-unknown-protocol": ["fuzz", "x86/no_such_protocol", "--schedules", "5"],
     "seconds-and-schedules": ["fuzz", "x86/text_poke_bp:correct", "--seconds", "1", "--schedules", "5"],
     "unknown-strategy": ["fuzz", "x86/text_poke_bp:correct", "--schedules", "5", "--strategy", "nope"],
+    "minimize-unknown-order": ["minimize", "x86/text_poke_bp:no-final-sync", "--schedule", "00",
+                               "--order", "length"],
 }
 
 
@@ -138,3 +140,37 @@ def test_default_strategy_is_atheris_and_keeps_its_corpus(tmp_path, monkeypatch)
     assert (tmp_path / "patchfuzz.db").is_file()
     listed = CliRunner().invoke(main, ["crashes", "list", "--json"])
     assert {row["signature"] for row in json.loads(listed.stdout)} == {c["signature"] for c in out["crashes"]}
+
+
+# the corpus's no-final-sync race, minimized in steps order (23 steps; bytes order gives 77)
+NO_FINAL_SYNC_STEPS = ("0000000200000001000300030000030000000000000000000000000003000300000300000300000300"
+                       "000000000000000000000000020000000003000002")
+
+
+def test_minimize_order_and_focused_trace(tmp_path):
+    spec = "x86/text_poke_bp:no-final-sync"
+    by = {order: _json(_invoke("minimize", spec, "--schedule", NO_FINAL_SYNC_STEPS, "--order", order,
+                               "--max-runs", "400", "--json")) for order in ("steps", "bytes")}
+    assert by["steps"]["order"] == "steps" and by["bytes"]["order"] == "bytes"
+    assert by["steps"]["after"]["steps"] <= 23 < by["bytes"]["after"]["steps"]
+    assert by["bytes"]["after"]["bytes"] < by["steps"]["after"]["bytes"]
+    plain = _invoke("run", spec, "--schedule", NO_FINAL_SYNC_STEPS, "--trace")
+    focused = _invoke("run", spec, "--schedule", NO_FINAL_SYNC_STEPS, "--focus")
+    assert plain.exit_code == focused.exit_code == 1
+    lines = focused.stdout.split("\n\n")[0].splitlines()
+    assert len(lines) <= 15 < len(plain.stdout.split("\n\n")[0].splitlines())
+    assert lines[-1].startswith("(") and "steps not shown" in lines[-1] and "involved: cpu0,cpu3" in lines[-1]
+    assert "CRASH [unhandled-trap]" in focused.stdout
+    out = _json(_invoke("run", spec, "--schedule", NO_FINAL_SYNC_STEPS, "--focus", "--json"))
+    assert out["focus"] == lines and "trace" not in out
+    # and on a stored bucket
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    r = _invoke("fuzz", spec, "--strategy", "random", "--schedules", "300", "--seed", "1", "--db", url,
+                "--minimize-runs", "0", "--json")
+    assert r.exit_code == 0, r.output
+    bucket = str(_json(_invoke("crashes", "list", "--db", url, "--json"))[0]["id"])
+    shown = _invoke("crashes", "show", bucket, "--db", url, "--focus")
+    full = _invoke("crashes", "show", bucket, "--db", url)
+    assert shown.exit_code == 0 and "steps not shown" in shown.stdout
+    assert len(shown.stdout.splitlines()) < len(full.stdout.splitlines())
+    assert "focus" in _json(_invoke("crashes", "show", bucket, "--db", url, "--focus", "--json"))

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from fuzzer.campaign import fuzz
@@ -74,15 +75,78 @@ def test_decision_passes_shrink_what_byte_passes_cannot():
     """Deleting a byte re-targets every later CPU choice, so the byte passes stall where whole
     decisions still come out: measured in bytes, steps, NMIs and non-default decisions."""
     m, rec = _finding("x86/text_poke_bp:no-final-sync")
-    _, _, by_bytes, _ = minimize(m, rec.schedule, max_runs=3000, decisions=False)
-    small, _, after, _ = minimize(m, rec.schedule, max_runs=3000)
+    _, _, by_bytes, _ = minimize(m, rec.schedule, max_runs=3000, decisions=False, order="bytes")
+    small, _, after, _ = minimize(m, rec.schedule, max_runs=3000, order="bytes")
     assert by_bytes.bytes >= 40 and by_bytes.steps >= 80  # 55 bytes, 86 steps when measured
     assert after.bytes <= 20 and after.decisions <= 6 and after.steps < by_bytes.steps
     assert m.run(small).finding.signature == rec.finding.signature
 
     m, rec = _finding("x86/ftrace_nmi_2008:correct")
-    _, _, by_bytes, _ = minimize(m, rec.schedule, max_runs=3000, decisions=False)
-    small, _, after, _ = minimize(m, rec.schedule, max_runs=3000)
+    _, _, by_bytes, _ = minimize(m, rec.schedule, max_runs=3000, decisions=False, order="bytes")
+    small, _, after, _ = minimize(m, rec.schedule, max_runs=3000, order="bytes")
     assert by_bytes.nmis == 3 and by_bytes.steps >= 30  # the race needs only two NMIs
     assert after.nmis == 2 and after.steps <= 26 and after.bytes < by_bytes.bytes
     assert m.run(small).finding.signature == rec.finding.signature
+
+
+def test_steps_order_cuts_the_trace_to_the_race():
+    """Bytes order leaves round robin to play out the run after a short prefix (77 steps for
+    no-final-sync); steps order names the CPUs that make progress and skips the idle ones."""
+    m, rec = _finding("x86/text_poke_bp:no-final-sync")
+    small_b, _, by_bytes, _ = minimize(m, rec.schedule, max_runs=3000, order="bytes")
+    small, _, after, _ = minimize(m, rec.schedule, max_runs=3000, order="steps")
+    assert by_bytes.steps >= 70 and after.steps <= 25  # 77 and 23 when measured
+    assert after.bytes > by_bytes.bytes  # the explicit choices cost bytes
+    assert m.run(small).finding.signature == rec.finding.signature
+    assert minimize(m, rec.schedule, max_runs=3000, order="steps")[0] == small  # deterministic
+    full = minimize(m, rec.schedule, order="steps")[0]  # with the budget to reach a fixed point
+    assert minimize(m, full, order="steps")[0] == full
+    trace = m.run(small, trace=True).trace
+    race = [t for t in trace if "(trap)" in t or "bp.refs): 1 -> 0" in t or "bp.refs): 0 -> 0" in t]
+    assert [t.split()[0] for t in race][-3:] == [str(after.steps - 3), str(after.steps - 1), str(after.steps)]
+
+
+def test_minimize_default_order_is_steps():
+    m, rec = _finding("x86/text_poke_bp:no-final-sync")
+    assert minimize(m, rec.schedule, max_runs=3000)[0] == minimize(m, rec.schedule, max_runs=3000,
+                                                                    order="steps")[0]
+    with pytest.raises(ValueError):
+        minimize(m, rec.schedule, order="length")
+
+
+def test_focused_trace_shows_the_race_in_a_few_lines():
+    from fuzzer.focus import focus
+
+    m, rec = _finding("x86/text_poke_bp:no-final-sync")
+    small = minimize(m, rec.schedule, max_runs=3000, order="steps")[0]
+    r = m.run(small, trace=True)
+    lines = focus(m, small, r)
+    assert len(lines) <= 15 < len(r.trace)  # 13 when measured, of 31 trace lines
+    text = "\n".join(lines)
+    for what in ("(trap)", "atomic_dec_and_test(bp.refs): 1 -> 0", "atomic_inc_not_zero(bp.refs): 0 -> 0",
+                 "*** unhandled-trap", "sync_cores(): IPI to cpu1,cpu2,cpu3 ... done"):
+        assert what in text, what
+    trap_cpu = r.finding.cpu
+    assert f"involved: cpu0,cpu{trap_cpu}" in lines[-1]
+    assert "runs caller loop" not in text
+    omitted = int(lines[-1].split()[0].lstrip("("))
+    assert 0 < omitted < r.steps
+    # the bytes-order reproducer of the same race: the focused view still shows it, in fewer
+    # lines than its trace (the harmless trap episodes folded)
+    small_b = minimize(m, rec.schedule, max_runs=3000, order="bytes")[0]
+    rb = m.run(small_b, trace=True)
+    lines_b = focus(m, small_b, rb)
+    assert len(lines_b) < len(rb.trace) // 3 and "[schedule: nmi" in "\n".join(lines_b)
+    assert "atomic_inc_not_zero(bp.refs): 0 -> 0" in "\n".join(lines_b)
+
+
+def test_focused_decisions_are_the_ones_the_finding_needs():
+    """A deviating answer is noted only if putting it back to its default loses the finding."""
+    from fuzzer.focus import focus
+
+    cls, variant = resolve("x86/text_poke_bp:no-sync-after-int3")
+    m = Machine(cls, variant, Config(cpus=4))
+    small = bytes.fromhex("0000000100000101000300030000030000030b000182")  # the corpus reproducer
+    lines = focus(m, small)
+    noted = [ln for ln in lines if "[schedule:" in ln]
+    assert len(noted) == 1 and "refresh=" in noted[0] and "TORN" in noted[0]
