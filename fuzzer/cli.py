@@ -554,7 +554,7 @@ def crashes_show(bucket_id, as_json, timeline, focus, db_url) -> None:
         click.echo(f"  reproducer: {len(bytes(sample['schedule']))} bytes, format {sample['schedule_format']}, "
                    f"engine {sample['engine_version']}: {bytes(sample['schedule']).hex()}")
         click.echo(f"  {sample.get('detail') or ''}")
-    for line in focused if focus else trace:
+    for line in (focused or trace) if focus else trace:
         click.echo(line)
 
 
