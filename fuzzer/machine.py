@@ -1330,7 +1330,7 @@ class Machine:
         func_site = next((s for s in self.sites.values() if s.func <= pc < s.func + 64), None)
         cpu.skip = pc
         for _ in range(12):
-            view = bytes(hw.uc.mem_read(pc, 16))
+            view = hw.read(pc, 16)
             insn = self.arch.disasm(view[: (self.arch.insn_lengths(view) or (1,))[0]], pc)
             cpu.stop = None
             hw.run(pc, 1, cpu.skip, sites=False)

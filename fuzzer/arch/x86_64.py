@@ -11,6 +11,7 @@ import mmap
 import platform
 import struct
 import sys
+from collections import OrderedDict
 from functools import lru_cache
 
 import capstone
@@ -53,6 +54,7 @@ _reg_read = _hot("uc_reg_read")
 _reg_write = _hot("uc_reg_write")
 _emu_start = _hot("uc_emu_start")
 _ctx_restore = _hot("uc_context_restore")
+_ctx_save = _hot("uc_context_save")
 _uc_ctl = _hot("uc_ctl")
 _UNTIL = ctypes.c_uint64(0xFFFF_FFFF_FFFF_0000)  # an `until` address that is never reached
 _NO_TIMEOUT = ctypes.c_uint64(0)
@@ -299,33 +301,49 @@ class X86_64(Arch):
         return X86Cpu(image, cpu_index, hooks)
 
 
+ENGINES_PER_CPU = 8  # views cached per CPU (text_poke_bp on 4 CPUs: ~1 retranslation a run)
+
+
+class _Engine:
+    """One Unicorn instance of a CPU, with its own copy of the text. `key` is the bytes of
+    every patch site in that copy: its translations are valid for exactly that view."""
+
+    __slots__ = ("uc", "uch", "text_buf", "text", "key")
+
+
 class X86Cpu:
-    """One emulated x86-64 CPU: a Unicorn instance whose text mapping is this CPU's view.
+    """One emulated x86-64 CPU.
+
+    Its view of the text lives in a small pool of Unicorn instances ("engines"), one per
+    recently used view, each with its own text copy and translation cache; the stack and the
+    CPU state are moved along. A view change whose bytes an engine already holds is a switch
+    (a context copy, ~1 us) instead of a flush and a retranslation (~15 us): a patch cycles
+    every CPU through the same few views (old, int3, int3 + tail, new) in every run. An engine
+    whose text is rewritten for another view has the changed range flushed, as FACTS requires.
+    `uc` is always the engine holding the CPU; a pending view change is applied (`_switch`)
+    before the CPU runs or its text is read.
 
     Hot-path calls go to the C API directly (the binding's wrappers cost more than the call);
     everything that is not hot uses `self.uc`."""
 
     def __init__(self, image: Image, index: int, hooks: CpuHooks):
-        uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
-        self.uc = uc
         self.index = index
-        # The text is mapped from a buffer we own, so a view update is a slice assignment
-        # (plus the translation-cache flush) instead of a trip through mem_write.
-        self._text_buf = (ctypes.c_ubyte * TEXT_SIZE)()
-        self._text = memoryview(self._text_buf).cast("B")
-        self._text[: len(image.text)] = image.text
-        uc.mem_map_ptr(TEXT_BASE, TEXT_SIZE, unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC,
-                       ctypes.addressof(self._text_buf))
-        # The stack too, so the int3 handler's emulated call pushes its return address with a
-        # host store (no code lives there, so no translation can go stale).
+        self._hooks = hooks
+        # The text is mapped from buffers we own, so a view update is a slice assignment
+        # (plus the translation-cache flush) instead of a trip through mem_write. `_want` is
+        # the view the CPU must execute, `_dirty` says it may differ from the engine's.
+        self._want = bytearray(TEXT_SIZE)
+        self._want[: len(image.text)] = image.text
+        self._dirty = False
+        self._site_offs = [(s.addr - TEXT_BASE, s.addr - TEXT_BASE + s.size)
+                           for s in image.sites.values()]
+        self._site_ranges = [(s.addr, s.addr + s.size - 1) for s in image.sites.values()]
+        # The stack is shared by the engines (and host-mapped, so the int3 handler's emulated
+        # call pushes its return address with a host store: no code lives there).
         self._stack_buf = (ctypes.c_ubyte * STACK_SIZE)()
         self._stack = memoryview(self._stack_buf).cast("B")
-        uc.mem_map_ptr(STACK_BASE, STACK_SIZE, unicorn.UC_PROT_READ | unicorn.UC_PROT_WRITE,
-                       ctypes.addressof(self._stack_buf))
-        self._hooks = hooks
         self._pcval = ctypes.c_uint64()
         self._pcref = ctypes.byref(self._pcval)
-        self._uch = uc._uch
         self._flush_args: dict[tuple[int, int], tuple] = {}
         self._a_begin = ctypes.c_uint64()
         self._a_count = ctypes.c_size_t()
@@ -333,34 +351,17 @@ class X86Cpu:
         # Site hook state (see _native_site_hook): skip, hit address, hit flag, enabled.
         self._st_buf = (ctypes.c_int64 * 4)(-1, 0, 0, 1)
         self._st = memoryview(self._st_buf).cast("B").cast("q")
-        st_ptr = ctypes.addressof(self._st_buf)
         if _NATIVE_SITE_HOOK is not None:
-            site_cb = _NATIVE_SITE_HOOK
+            self._site_cb = _NATIVE_SITE_HOOK
         else:
-            self._site_cb = site_cb = _HOOK_CODE_CFUNC(self._py_site_hook)
-        self._hook_handles = []
-        for site in image.sites.values():
-            handle = _ucmod.uc_hook_h()
-            status = _uc_hook_add(self._uch, ctypes.byref(handle), unicorn.UC_HOOK_CODE,
-                                  site_cb, ctypes.c_void_p(st_ptr), ctypes.c_uint64(site.addr),
-                                  ctypes.c_uint64(site.addr + site.size - 1))
-            if status != _OK:
-                raise unicorn.UcError(status)
-            self._hook_handles.append(handle)
+            self._site_cb = _HOOK_CODE_CFUNC(self._py_site_hook)
         self._intr_cb = _HOOK_INTR_CFUNC(self._on_intr)
-        handle = _ucmod.uc_hook_h()
-        status = _uc_hook_add(self._uch, ctypes.byref(handle), unicorn.UC_HOOK_INTR, self._intr_cb,
-                              None, ctypes.c_uint64(1), ctypes.c_uint64(0))
-        if status != _OK:
-            raise unicorn.UcError(status)
-        self._hook_handles.append(handle)
-        uc.hook_add(unicorn.UC_HOOK_INSN_INVALID, self._on_invalid)
-        uc.hook_add(
-            unicorn.UC_HOOK_MEM_FETCH_UNMAPPED | unicorn.UC_HOOK_MEM_READ_UNMAPPED
-            | unicorn.UC_HOOK_MEM_WRITE_UNMAPPED | unicorn.UC_HOOK_MEM_FETCH_PROT
-            | unicorn.UC_HOOK_MEM_WRITE_PROT,
-            self._on_unmapped,
-        )
+        eng = self._new_engine()
+        eng.key = self._key()
+        self._engines: OrderedDict[bytes, _Engine] = OrderedDict({eng.key: eng})  # LRU order
+        self._cur = eng
+        self.uc = uc = eng.uc
+        self._uch = eng.uch
         uc.reg_write(X.UC_X86_REG_RSP, NMI_STACK_TOP)
         uc.reg_write(X.UC_X86_REG_RIP, image.nmi_entry)
         uc.reg_write(X.UC_X86_REG_EFLAGS, 0x2)
@@ -369,6 +370,85 @@ class X86Cpu:
         uc.reg_write(X.UC_X86_REG_RIP, image.thread_entry)
         uc.reg_write(X.UC_X86_REG_EFLAGS, 0x2 | EFLAGS_IF)
         self.thread_context = uc.context_save()
+        self._move = uc.context_save()  # scratch: carries the CPU state between engines
+
+    def _new_engine(self) -> _Engine:
+        eng = _Engine()
+        eng.uc = uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
+        eng.uch = uch = uc._uch
+        eng.key = b""
+        eng.text_buf = (ctypes.c_ubyte * TEXT_SIZE)()
+        eng.text = memoryview(eng.text_buf).cast("B")
+        eng.text[:] = self._want
+        uc.mem_map_ptr(TEXT_BASE, TEXT_SIZE, unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC,
+                       ctypes.addressof(eng.text_buf))
+        uc.mem_map_ptr(STACK_BASE, STACK_SIZE, unicorn.UC_PROT_READ | unicorn.UC_PROT_WRITE,
+                       ctypes.addressof(self._stack_buf))
+        # The site hook runs at every site execution: registered through the C API directly,
+        # without the binding's per-call wrapper layers. It only records and stops.
+        st_ptr = ctypes.c_void_p(ctypes.addressof(self._st_buf))
+        for lo, hi in self._site_ranges:
+            self._hook_raw(uch, unicorn.UC_HOOK_CODE, self._site_cb, st_ptr, lo, hi)
+        self._hook_raw(uch, unicorn.UC_HOOK_INTR, self._intr_cb, None, 1, 0)
+        uc.hook_add(unicorn.UC_HOOK_INSN_INVALID, self._on_invalid)
+        uc.hook_add(
+            unicorn.UC_HOOK_MEM_FETCH_UNMAPPED | unicorn.UC_HOOK_MEM_READ_UNMAPPED
+            | unicorn.UC_HOOK_MEM_WRITE_UNMAPPED | unicorn.UC_HOOK_MEM_FETCH_PROT
+            | unicorn.UC_HOOK_MEM_WRITE_PROT,
+            self._on_unmapped,
+        )
+        return eng
+
+    @staticmethod
+    def _hook_raw(uch, kind: int, cb, user_data, begin: int, end: int) -> None:
+        handle = _ucmod.uc_hook_h()
+        status = _uc_hook_add(uch, ctypes.byref(handle), kind, cb, user_data,
+                              ctypes.c_uint64(begin), ctypes.c_uint64(end))
+        if status != _OK:
+            raise unicorn.UcError(status)
+
+    def _key(self) -> bytes:
+        want = self._want
+        return b"".join([want[lo:hi] for lo, hi in self._site_offs])
+
+    def _switch(self) -> None:
+        """Move the CPU to an engine whose text is the wanted view: one that holds it already,
+        else a new one while the pool has room, else the least recently used other engine,
+        whose changed site bytes are rewritten and flushed."""
+        self._dirty = False
+        key = self._key()
+        cur = self._cur
+        if key == cur.key:
+            return
+        engines = self._engines
+        eng = engines.get(key)
+        if eng is None:
+            if len(engines) < ENGINES_PER_CPU:
+                eng = self._new_engine()  # a copy of the wanted text, nothing translated yet
+            else:
+                old = next((k for k, e in engines.items() if e is not cur), cur.key)
+                eng = engines.pop(old)
+                want = self._want
+                text = eng.text
+                for lo, hi in self._site_offs:
+                    if text[lo:hi] != want[lo:hi]:
+                        text[lo:hi] = want[lo:hi]
+                        self._flush(eng.uch, TEXT_BASE + lo, hi - lo)
+            eng.key = key
+            engines[key] = eng
+        else:
+            engines.move_to_end(key)
+        if eng is cur:  # a pool of one: the CPU's engine was rewritten in place
+            return
+        move = self._move._context
+        status = _ctx_save(cur.uch, move)
+        if status == _OK:
+            status = _ctx_restore(eng.uch, move)
+        if status != _OK:
+            raise unicorn.UcError(status)
+        self._cur = eng
+        self.uc = eng.uc
+        self._uch = eng.uch
 
     # hooks: keep them tiny, they are on the emulator's path
     def _py_site_hook(self, uch, addr, _size, _user_data):
@@ -435,6 +515,8 @@ class X86Cpu:
         # Always pass a count (FACTS: mixing counted and uncounted runs flushes the TB cache).
         # The raw C entry saves the binding's wrapper on the hottest path; hook exceptions are
         # still re-raised as the binding would.
+        if self._dirty:
+            self._switch()
         uc = self.uc
         st = self._st
         st[_SKIP] = skip
@@ -462,17 +544,34 @@ class X86Cpu:
         return self._st[_SKIP]
 
     def write_text(self, addr: int, data: bytes) -> None:
-        """Change this CPU's view and drop its stale translations (FACTS: unicorn does not
-        notice host-side writes)."""
+        """Change this CPU's view. Takes effect (on another engine, or with the translations
+        of the range dropped: FACTS, unicorn does not notice host-side writes) before the CPU
+        next runs or its text is read."""
         off = addr - TEXT_BASE
-        n = len(data)
-        self._text[off : off + n] = data
+        end = off + len(data)
+        self._want[off:end] = data
+        for lo, hi in self._site_offs:
+            if lo <= off and end <= hi:
+                self._dirty = True
+                return
+        # outside the patch sites (the engine never does this): every engine changes
+        for eng in self._engines.values():
+            eng.text[off:end] = data
+            self._flush(eng.uch, addr, end - off)
+
+    def _flush(self, uch, addr: int, n: int) -> None:
         args = self._flush_args.get((addr, n))
         if args is None:
             args = self._flush_args[(addr, n)] = (ctypes.c_uint64(addr), ctypes.c_uint64(addr + n))
-        status = _uc_ctl(self._uch, _CTL_REMOVE_CACHE, *args)
+        status = _uc_ctl(uch, _CTL_REMOVE_CACHE, *args)
         if status != _OK:
             raise unicorn.UcError(status)
+
+    def read(self, addr: int, n: int) -> bytes:
+        """`n` bytes of memory as this CPU sees them (its view of the text)."""
+        if self._dirty:
+            self._switch()
+        return bytes(self.uc.mem_read(addr, n))
 
     def save(self):
         return self.uc.context_save()
