@@ -521,14 +521,17 @@ class X86Cpu:
         st = self._st
         st[_SKIP] = skip
         st[_HIT] = 0
-        st[_ENABLED] = sites
+        if not sites:
+            st[_ENABLED] = 0
         self._if = None
-        uc._hook_exception = None
         self._a_begin.value = pc
         self._a_count.value = count
         status = _emu_start(self._uch, self._a_begin, _UNTIL, _NO_TIMEOUT, self._a_count)
-        if uc._hook_exception is not None:
-            raise uc._hook_exception
+        st[_ENABLED] = 1
+        exc = uc._hook_exception
+        if exc is not None:
+            uc._hook_exception = None
+            raise exc
         if status != _OK:
             # the fault hooks have already recorded what happened; anything else is a fault too
             # (and it supersedes a site stop, which it follows)
