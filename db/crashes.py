@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, func, insert, or_, select, update
+from sqlalchemy import Table, and_, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .coltypes import utcnow
@@ -225,13 +225,16 @@ def store_job_findings(db: Database, job_id: int, findings: Iterable[Mapping[str
 
 
 def _offer_best(s, bucket_id: int, sample_id: int, length: int) -> None:
-    """Make the sample the bucket's best if it is strictly shorter (ties keep the older)."""
+    """Make the sample the bucket's best if it is strictly shorter (ties keep the older), unless
+    the best is the minimizer's output: that one is shrunk for reading (fewest steps first), and
+    a raw finding with fewer bytes would usually be a longer story."""
     current_len = (select(samples.c.schedule_len)
                    .where(samples.c.id == buckets.c.best_sample_id)
                    .scalar_subquery())
     s.execute(update(buckets)
               .where(buckets.c.id == bucket_id,
-                     or_(buckets.c.best_sample_id.is_(None), current_len > length))
+                     or_(buckets.c.best_sample_id.is_(None),
+                         and_(buckets.c.minimized.is_(False), current_len > length)))
               .values(best_sample_id=sample_id, minimized=False))
 
 

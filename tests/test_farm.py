@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from rq import Queue
+from rq import Queue, Worker
 from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 from sqlalchemy import func, select
@@ -129,8 +129,6 @@ def wait_for(cond, timeout: float, what: str, every: float = 0.5):
 
 
 def current_job_of(conn: redis.Redis, worker_name: str) -> int | None:
-    from rq import Worker
-
     for w in Worker.all(connection=conn, serializer=JSONSerializer):
         if w.name == worker_name:
             rid = w.get_current_job_id()
@@ -203,6 +201,15 @@ def test_two_workers_one_bucket_and_a_sigkilled_job_runs_again(farm, workers):
     finally:
         database.close()
         conn.close()
+
+
+def test_sigterm_stops_an_idle_worker(farm, workers):
+    p = workers.start("w-idle")
+    conn = redis.Redis.from_url(farm["PATCHFUZZ_REDIS"])
+    wait_for(lambda: any(w.name == "w-idle" for w in Worker.all(connection=conn)), 30,
+             "the worker to register")
+    os.kill(p.pid, signal.SIGTERM)
+    assert p.wait(timeout=20) == 0  # it does not reconnect and carry on as after a lost Redis
 
 
 # ---------------------------------------------------------------------------------------------

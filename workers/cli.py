@@ -53,7 +53,7 @@ def farm() -> None:
 @click.option("--cpus", type=int, default=4, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Job i fuzzes with seed SEED+i.")
 @click.option("--depth", type=int, default=3, show_default=True, help="PCT bug depth d.")
-@click.option("--minimize-runs", type=int, default=1000, show_default=True,
+@click.option("--minimize-runs", type=int, default=2000, show_default=True,
               help="Runs spent minimizing each new bucket at the end of the job that found it.")
 @click.option("--json", "as_json", is_flag=True)
 def farm_submit(spec, strategy, jobs, job_seconds, cpus, seed, depth, minimize_runs, as_json) -> None:

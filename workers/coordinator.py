@@ -68,7 +68,7 @@ class Submission:
 
 
 def submit(spec: str, *, strategy: str = "atheris", jobs: int = 4, job_seconds: float = 60.0,
-           cpus: int = 4, seed: int = 0, depth: int = 3, minimize_runs: int = 1000,
+           cpus: int = 4, seed: int = 0, depth: int = 3, minimize_runs: int = 2000,
            settings: FarmSettings | None = None) -> Submission:
     """Create a campaign with `jobs` jobs of `job_seconds` each and enqueue them."""
     settings = settings or FarmSettings()

@@ -40,7 +40,7 @@ from fuzzer.strategies import STRATEGIES
 
 from .settings import FarmSettings
 
-MINIMIZE_RUNS = 1000  # per new bucket, at the end of the job that created it
+MINIMIZE_RUNS = 2000  # per new bucket, at the end of the job that created it
 # How long a job waits for the database to come back before its closing writes give up (and
 # RQ retries the job). Progress writes in between never wait: totals are absolute, so the next
 # checkpoint resends whatever a failed one did not store.

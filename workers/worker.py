@@ -56,7 +56,9 @@ def run_worker(redis_url: str, queues: list[str], *, burst: bool = False, name: 
             wait = 1.0
             worker = make_worker(queues, connection, name)
             worker.work(burst=burst, with_scheduler=with_scheduler, logging_level="INFO")
-            if burst or worker._stop_requested:
+            # RQ's loop also returns after a lost connection; only a signal (set by its
+            # SIGTERM/SIGINT handler) or burst mode means "stop"
+            if burst or getattr(worker, "_shutdown_requested_date", None) is not None:
                 return
             log.warning("worker loop ended; reconnecting to Redis")
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
