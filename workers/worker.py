@@ -45,9 +45,11 @@ def make_worker(queues: list[str], connection: redis.Redis, name: str | None = N
 
 
 def run_worker(redis_url: str, queues: list[str], *, burst: bool = False, name: str | None = None,
-               with_scheduler: bool = True) -> None:
+               with_scheduler: bool = False) -> None:
     """Work until stopped. If Redis goes away, wait for it with backoff and carry on: RQ's own
-    loop gives up on some connection errors."""
+    loop gives up on some connection errors. No RQ scheduler by default: farm jobs are never
+    scheduled or retried with a delay, and a scheduler process per worker would poll Redis
+    every second for nothing."""
     wait = 1.0
     while True:
         connection = redis.Redis.from_url(redis_url, health_check_interval=10)
