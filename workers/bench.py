@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -105,6 +106,18 @@ def run_once(n_workers: int, protocol: str, jobs: int, job_seconds: float, cpus:
                                                      / per_worker_min, 1)}
 
 
+def standalone(n: int, protocol: str, seconds: float, cpus: int, tmp: Path) -> float:
+    """Aggregate schedules/s of `n` independent `patchfuzz fuzz` processes (atheris, no database,
+    own corpus each) running at once: what this machine allows without any farm."""
+    procs = [subprocess.Popen([sys.executable, "-m", "fuzzer.cli", "fuzz", protocol, "--seconds", str(seconds),
+                               "--cpus", str(cpus), "--seed", str(i), "--no-db", "--json",
+                               "--corpus", str(tmp / f"corpus-{n}-{i}")],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+             for i in range(n)]
+    outs = [json.loads(p.communicate()[0]) for p in procs]
+    return sum(o["schedules"] for o in outs) / max(o["seconds"] for o in outs)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m workers.bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--protocol", default="x86/text_poke_bp:correct")
@@ -116,17 +129,23 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     # so that `timeout` or Ctrl+C still stops the worker processes (the finally blocks run)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    rows = [run_once(int(n), args.protocol, args.jobs, args.job_seconds, args.cpus)
-            for n in args.workers.split(",")]
+    counts = [int(n) for n in args.workers.split(",")]
+    rows = [run_once(n, args.protocol, args.jobs, args.job_seconds, args.cpus) for n in counts]
+    with tempfile.TemporaryDirectory(prefix="patchfuzz-bench-") as tmp:
+        alone = {n: standalone(n, args.protocol, args.job_seconds, args.cpus, Path(tmp)) for n in counts}
     base = rows[0]["schedules_per_second"]
     for r in rows:
         r["speedup"] = round(r["schedules_per_second"] / base, 2) if base else None
+        # the same number of plain `patchfuzz fuzz` processes side by side: the machine's ceiling
+        r["standalone_schedules_per_second"] = round(alone[r["workers"]], 1)
+        r["standalone_speedup"] = round(alone[r["workers"]] / alone[counts[0]], 2)
     if args.json:
         print(json.dumps(rows, indent=2))
         return
     for r in rows:
         print(f"{r['workers']} worker(s): {r['schedules']} schedules in {r['wall_seconds']} s = "
-              f"{r['schedules_per_second']}/s (x{r['speedup']}); per worker-minute: "
+              f"{r['schedules_per_second']}/s (x{r['speedup']}; {r['workers']} standalone processes: "
+              f"{r['standalone_schedules_per_second']}/s, x{r['standalone_speedup']}); per worker-minute: "
               f"{r['redis_commands_per_worker_minute']} Redis commands, "
               f"{r['pg_transactions_per_worker_minute']} PG transactions, "
               f"{r['pg_row_writes_per_worker_minute']} PG row writes")

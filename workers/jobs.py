@@ -155,6 +155,8 @@ class FindingSink:
     def minimize_new(self, max_runs: int) -> None:
         from fuzzer.minimize import minimize
 
+        if max_runs <= 0:  # --minimize-runs 0: keep the raw reproducers
+            return
         for bucket, schedule in sorted(self.new_buckets.items()):
             small, _, _, _ = minimize(self.machine, schedule, max_runs=max_runs)
             trace = self.machine.run(small, trace=True).trace_sha256
