@@ -506,7 +506,8 @@ def crashes_list(protocol, oracle, status, since, as_json, db_url) -> None:
 @click.argument("bucket_id", type=int)
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--timeline", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also draw the race, one lane per CPU: FILE.svg or FILE.html.")
+              help="Also draw the race, one lane per CPU: FILE.svg or FILE.html (with --focus: "
+                   "the focused trace).")
 @click.option("--focus", is_flag=True, help="Show the focused trace (see `run --focus`).")
 @db_option
 def crashes_show(bucket_id, as_json, timeline, focus, db_url) -> None:
@@ -534,7 +535,7 @@ def crashes_show(bucket_id, as_json, timeline, focus, db_url) -> None:
         title = f"{b['protocol']}:{b['variant']} [{b['oracle']}] {b['title']}"
         render = render_svg if timeline.suffix == ".svg" else render_html
         try:
-            timeline.write_text(render(trace, title, cpus), encoding="utf-8")
+            timeline.write_text(render(focused if focus and focused else trace, title, cpus), encoding="utf-8")
         except OSError as e:
             raise UserError(f"cannot write {timeline}: {e.strerror}") from None
     if as_json:

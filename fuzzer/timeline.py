@@ -1,8 +1,10 @@
 """A picture of the race: one lane per CPU over scheduling steps, drawn from a run's trace.
 
-Each trace event becomes a labelled box in its CPU's lane at its step, coloured by kind (fetch
-at a patch site with the bytes seen, text write, IPI, NMI, int3 and handler steps, lock waits,
-stop_machine, memory); the violation is marked in red with its title. SVG, or HTML wrapping it.
+Each trace event becomes a box in its CPU's lane at its step, labelled with what happened (the
+bytes a fetch at a patch site saw, what a text write stored where, IPIs, NMIs, int3 and handler
+steps, lock waits, stop_machine, memory) and coloured by kind; the violation is marked in red
+with its title. Draws the full trace or the focused one (folded step ranges). SVG, or HTML
+wrapping it.
 """
 
 from __future__ import annotations
@@ -10,75 +12,104 @@ from __future__ import annotations
 import re
 from xml.sax.saxutils import escape
 
-LINE = re.compile(r"^\s*(\d+) cpu(\d+) (\S+)\s+(.*)$")
+# "  12 cpu0 thread msg", or a folded range "  4-6 cpu0 thread msg" (the focused trace)
+LINE = re.compile(r"^\s*(\d+)(?:-(\d+))?\s+cpu(\d+) (\S+)\s+(.*)$")
 KINDS = [  # (substring, kind, colour): first match wins
     ("***", "violation", "#d62728"),
     ("consequence:", "violation", "#ff9896"),
-    ("fetch ", "fetch", "#1f77b4"),
-    ("poke ", "text write", "#ff7f0e"),
-    ("drain: ", "memory", "#c7c7c7"),
-    ("IPI", "ipi", "#2ca02c"),
-    ("sync_core", "ipi", "#2ca02c"),
-    ("NMI", "nmi", "#9467bd"),
-    ("int3", "trap", "#e377c2"),
-    ("waits for", "lock wait", "#8c564b"),
-    ("lock ", "lock", "#bcbd22"),
-    ("stop_machine", "stop_machine", "#17becf"),
-    ("preempt", "preemption", "#7f7f7f"),
+    ("fetch ", "fetch", "#6baed6"),
+    ("poke ", "text write", "#fdae6b"),
+    ("drain: ", "memory", "#d9d9d9"),
+    ("IPI", "ipi", "#74c476"),
+    ("sync_core", "ipi", "#74c476"),
+    ("NMI", "nmi", "#bcbddc"),
+    ("int3", "trap", "#f1b6da"),
+    ("waits for", "lock wait", "#c49c94"),
+    ("lock ", "lock", "#dbdb8d"),
+    ("stop_machine", "stop_machine", "#9edae5"),
+    ("preempt", "preemption", "#bdbdbd"),
 ]
-STEP_W, LANE_H, LEFT, TOP = 26, 64, 70, 40
+OTHER = ("op", "#c6dbef")
+CHAR_W, ROW_H, LEFT, TOP = 5.6, 14, 64, 48  # monospace 9 px: ~5.4 px per character
+MAX_LABEL = 44  # characters shown in a box; the whole line is in its tooltip
 
 
 def _kind(msg: str) -> tuple[str, str]:
     for key, kind, colour in KINDS:
         if key in msg:
             return kind, colour
-    return "op", "#aec7e8"
+    return OTHER
+
+
+def _label(msg: str) -> str:
+    msg = msg.removeprefix("*** ")
+    return msg if len(msg) <= MAX_LABEL else msg[:MAX_LABEL - 1] + "\u2026"
 
 
 def render_svg(trace: list[str], title: str, ncpus: int) -> str:
+    """Columns are the steps that have events (left to right, in order), each as wide as its
+    longest label, so the bytes a CPU fetched and what was written where can be read on the
+    picture itself; each CPU lane is as tall as its busiest step."""
     events = []
     for line in trace:
         m = LINE.match(line)
-        if m:
-            events.append((int(m[1]), int(m[2]), m[3], m[4]))
-    last = max((e[0] for e in events), default=1)
-    width = LEFT + (last + 2) * STEP_W
-    height = TOP + ncpus * LANE_H + 60
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        if m and int(m[3]) < ncpus:
+            events.append((int(m[1]), int(m[2] or m[1]), int(m[3]), m[4], m[5]))
+    columns = sorted({e[0] for e in events})
+    col_of = {step: i for i, step in enumerate(columns)}
+    cells: dict[tuple[int, int], list[tuple[int, str, str]]] = {}
+    width_of = [0.0] * len(columns)
+    for first, last, cpu, ctx, msg in events:
+        cells.setdefault((col_of[first], cpu), []).append((last, ctx, msg))
+        width_of[col_of[first]] = max(width_of[col_of[first]], len(_label(msg)) * CHAR_W + 8, 28)
+    xs, x = [], float(LEFT)
+    for w in width_of:
+        xs.append(x)
+        x += w + 4
+    total_w = int(x + 10)
+    rows_of = [max([len(v) for (c, cpu), v in cells.items() if cpu == lane] or [1]) for lane in range(ncpus)]
+    lane_y, y = [], TOP
+    for rows in rows_of:
+        lane_y.append(y)
+        y += rows * ROW_H + 10
+    total_h = int(y + 70)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{total_w}" height="{total_h}" '
            f'font-family="monospace" font-size="9">',
-           f'<text x="8" y="16" font-size="13" font-weight="bold">{escape(title)}</text>']
+           f'<rect width="{total_w}" height="{total_h}" fill="#ffffff"/>',
+           f'<text x="8" y="16" font-size="13" font-weight="bold">{escape(title)}</text>',
+           f'<text x="8" y="{TOP - 8}" font-size="9" fill="#666">step</text>']
+    for i, step in enumerate(columns):
+        out.append(f'<text x="{xs[i]:.0f}" y="{TOP - 8}" font-size="9" fill="#666">{step}</text>')
     for cpu in range(ncpus):
-        y = TOP + cpu * LANE_H
-        out.append(f'<rect x="{LEFT}" y="{y}" width="{width - LEFT}" height="{LANE_H - 4}" '
-                   f'fill="{"#f7f7f7" if cpu % 2 else "#ffffff"}" stroke="#ddd"/>')
-        out.append(f'<text x="8" y="{y + LANE_H // 2}" font-size="12">cpu{cpu}</text>')
-    slot: dict[tuple[int, int], int] = {}
-    for step, cpu, ctx, msg in events:
-        if cpu >= ncpus:
-            continue
-        k = slot.get((step, cpu), 0)
-        slot[(step, cpu)] = k + 1
-        kind, colour = _kind(msg)
-        x = LEFT + step * STEP_W
-        y = TOP + cpu * LANE_H + 2 + (k % 4) * 14
-        label = msg if len(msg) < 60 else msg[:57] + "..."
-        out.append(f'<g><title>step {step} cpu{cpu} [{escape(ctx)}] {escape(msg)}</title>'
-                   f'<rect x="{x}" y="{y}" width="{STEP_W - 2}" height="12" fill="{colour}" rx="2"/>'
-                   f'<text x="{x + 2}" y="{y + 9}" fill="#000">{escape(kind[:4])}</text></g>')
-        if kind == "violation" and msg.startswith("***"):
-            out.append(f'<line x1="{x}" y1="{TOP - 6}" x2="{x}" y2="{TOP + ncpus * LANE_H}" '
-                       f'stroke="#d62728" stroke-width="2"/>')
-            out.append(f'<text x="{LEFT}" y="{TOP + ncpus * LANE_H + 20}" fill="#d62728" font-size="11">'
-                       f'step {step}, cpu{cpu}: {escape(label)}</text>')
-    legend_y = TOP + ncpus * LANE_H + 40
-    seen = []
-    for _, kind, colour in KINDS + [("", "op", "#aec7e8")]:
+        h = rows_of[cpu] * ROW_H + 6
+        out.append(f'<rect x="{LEFT - 4}" y="{lane_y[cpu] - 3}" width="{total_w - LEFT}" height="{h}" '
+                   f'fill="{"#f4f4f4" if cpu % 2 else "#fbfbfb"}" stroke="#ddd"/>')
+        out.append(f'<text x="8" y="{lane_y[cpu] + h / 2}" font-size="12">cpu{cpu}</text>')
+    for (col, cpu), items in sorted(cells.items()):
+        for k, (last, ctx, msg) in enumerate(items):
+            kind, colour = _kind(msg)
+            step = columns[col]
+            span = f"steps {step}-{last}" if last != step else f"step {step}"
+            bx, by = xs[col], lane_y[cpu] + k * ROW_H
+            ctx_mark = "" if ctx == "thread" else f"[{ctx}] "
+            out.append(f'<g><title>{span} cpu{cpu} [{escape(ctx)}] {escape(msg)}</title>'
+                       f'<rect x="{bx:.0f}" y="{by}" width="{width_of[col]:.0f}" height="{ROW_H - 2}" '
+                       f'fill="{colour}" rx="2"'
+                       + (' stroke="#d62728" stroke-width="1.5"' if kind == "violation" else "") + '/>'
+                       f'<text x="{bx + 3:.0f}" y="{by + 9}" fill="#000">{escape(_label(ctx_mark + msg))}</text></g>')
+            if kind == "violation" and msg.startswith("***"):
+                out.append(f'<line x1="{bx - 2:.0f}" y1="{TOP - 20}" x2="{bx - 2:.0f}" y2="{lane_y[-1] + rows_of[-1] * ROW_H + 4}" '
+                           f'stroke="#d62728" stroke-width="2"/>')
+                out.append(f'<text x="{LEFT}" y="{y + 14}" fill="#d62728" font-size="11">'
+                           f'step {step}, cpu{cpu}: {escape(msg.removeprefix("*** "))}</text>')
+    legend_y = y + 36
+    seen: list[str] = []
+    for _, kind, colour in [*KINDS, ("", *OTHER)]:
         if kind not in seen:
             seen.append(kind)
-            x = LEFT + (len(seen) - 1) * 90
-            out.append(f'<rect x="{x}" y="{legend_y}" width="10" height="10" fill="{colour}"/>'
-                       f'<text x="{x + 14}" y="{legend_y + 9}">{escape(kind)}</text>')
+            lx = LEFT + (len(seen) - 1) * 90
+            out.append(f'<rect x="{lx}" y="{legend_y}" width="10" height="10" fill="{colour}"/>'
+                       f'<text x="{lx + 14}" y="{legend_y + 9}">{escape(kind)}</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
 

@@ -100,6 +100,14 @@ def test_timeline_picture(tmp_path):
     assert any(bucket["title"] in t for t in texts)  # the violation is marked with its title
     tooltips = [t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}title")]
     assert any("fetch fentry" in t for t in tooltips) and any("poke fentry" in t for t in tooltips)
+    # readable on the picture itself: the bytes a CPU fetched and what was written where
+    assert any(t.startswith("fetch fentry: cc") for t in texts), texts
+    assert any(t.startswith("poke fentry+0 = cc") for t in texts)
+    focused = tmp_path / "focus.svg"
+    assert _invoke("crashes", "show", str(bucket["id"]), "--db", url, "--timeline", str(focused),
+                   "--focus").exit_code == 0
+    spans = [t.text or "" for t in ET.parse(focused).getroot().iter("{http://www.w3.org/2000/svg}title")]
+    assert any(t.startswith("steps ") for t in spans) and len(spans) < len(tooltips)  # folded ranges
     html = tmp_path / "race.html"
     assert _invoke("crashes", "show", str(bucket["id"]), "--db", url, "--timeline", str(html)).exit_code == 0
     assert "<svg" in html.read_text() and "<pre>" in html.read_text()
