@@ -84,7 +84,11 @@ def main() -> None:
 def protocols(as_json: bool) -> None:
     """List protocols and their variants, one line each."""
     rows = []
-    for name, cls in registry().items():
+    try:
+        known = registry()
+    except UnknownProtocol as e:  # a broken file in $PATCHFUZZ_PROTOCOL_DIR
+        raise UserError(str(e)) from None
+    for name, cls in known.items():
         for variant in cls.variants:
             exp = cls.expect.get(variant)
             rows.append({"protocol": name, "variant": variant, "arch": cls.arch,

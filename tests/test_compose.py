@@ -44,6 +44,12 @@ def test_the_database_password_must_come_from_the_environment():
     assert "secret" in compose("config").stdout  # and it is used where given
 
 
+def test_farm_containers_read_the_protocol_directory():
+    text = compose("config").stdout
+    assert "PATCHFUZZ_PROTOCOL_DIR: /protocols" in text and ":/protocols:ro" in text
+    assert (ROOT / "protocols").is_dir()
+
+
 def test_workers_scale_and_nothing_is_published():
     text = compose("config").stdout
     assert "container_name" not in text  # a fixed name would forbid --scale worker=N

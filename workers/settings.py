@@ -3,6 +3,7 @@
 PATCHFUZZ_REDIS      Redis URL of the queue (default redis://127.0.0.1:6379/0)
 PATCHFUZZ_DB         crash database URL (see db.resolve_url); the farm wants PostgreSQL
 PATCHFUZZ_QUEUE      queue name (default "patchfuzz")
+PATCHFUZZ_PROTOCOL_DIR  directories of the user's protocol files (read by fuzzer.protocols)
 PATCHFUZZ_CORPUS     regression corpus directory replayed nightly (default: corpus/ of this checkout)
 PATCHFUZZ_NIGHTLY    cron expression of the nightly replay (default "0 2 * * *", in $TZ)
 PATCHFUZZ_WORK_DIR   scratch space for job corpora and libFuzzer logs (default: the system temp dir)

@@ -1,0 +1,78 @@
+"""Protocols from a configured directory ($PATCHFUZZ_PROTOCOL_DIR): how a kernel developer fuzzes
+a new scheme, on the command line and on the farm, without touching the package."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .test_farm import farm  # noqa: F401 - fixture
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def user_protocol(directory: Path, name: str = "mine/naive_copy") -> Path:
+    """A copy of the naive stop_machine protocol under another name, importing the API by its
+    absolute name as a file outside the package must."""
+    src = (ROOT / "fuzzer/protocols/x86/stop_machine_naive.py").read_text()
+    src = (src.replace("from ...arch.x86_64 import NOP5", "from fuzzer.arch.x86_64 import NOP5")
+              .replace("from ...protocol import", "from fuzzer.protocol import")
+              .replace('name = "x86/stop_machine_naive"', f'name = "{name}"'))
+    directory.mkdir(exist_ok=True)
+    path = directory / f"{name.replace('/', '_')}.py"
+    path.write_text(src)
+    return path
+
+
+def cli(directory: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATCHFUZZ_PROTOCOL_DIR=str(directory))
+    return subprocess.run([sys.executable, "-m", "fuzzer.cli", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_a_protocol_file_in_the_directory_is_listed_and_fuzzed(tmp_path):
+    d = tmp_path / "protocols"
+    user_protocol(d)
+    listed = json.loads(cli(d, "protocols", "--json").stdout)
+    assert {"protocol": "mine/naive_copy", "variant": "naive"}.items() <= next(
+        r for r in listed if r["protocol"] == "mine/naive_copy").items()
+    out = cli(d, "fuzz", "mine/naive_copy", "--strategy", "random", "--schedules", "300", "--no-db", "--json")
+    assert out.returncode == 0, out.stderr
+    assert {c["oracle"] for c in json.loads(out.stdout)["crashes"]} == {"torn-fetch"}
+    # without the setting it does not exist
+    plain = subprocess.run([sys.executable, "-m", "fuzzer.cli", "run", "mine/naive_copy", "--schedule", "00"],
+                           cwd=ROOT, capture_output=True, text=True,
+                           env={k: v for k, v in os.environ.items() if k != "PATCHFUZZ_PROTOCOL_DIR"})
+    assert plain.returncode == 2 and "unknown protocol 'mine/naive_copy'" in plain.stderr
+
+
+def test_a_broken_or_clashing_protocol_file_is_one_line(tmp_path):
+    d = tmp_path / "protocols"
+    d.mkdir()
+    (d / "broken.py").write_text("x = (\n")
+    p = cli(d, "protocols")
+    assert p.returncode == 2 and p.stderr.startswith("patchfuzz: error: cannot load protocol file")
+    assert "broken.py" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    (d / "broken.py").unlink()
+    user_protocol(d, name="x86/stop_machine_naive")
+    p = cli(d, "run", "x86/stop_machine_naive", "--schedule", "00")
+    assert p.returncode == 2 and "already defined" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    p = cli(tmp_path / "missing", "protocols")
+    assert p.returncode == 2 and "not a directory" in p.stderr
+
+
+def test_farm_workers_run_a_protocol_from_their_configured_directory(farm, tmp_path):  # noqa: F811
+    d = tmp_path / "protocols"
+    user_protocol(d)
+    sub = cli(d, "farm", "submit", "mine/naive_copy", "--jobs", "1", "--job-seconds", "3",
+              "--strategy", "random", "--minimize-runs", "0", "--json")
+    assert sub.returncode == 0, sub.stderr
+    work = cli(d, "worker", "--burst")
+    assert work.returncode == 0, work.stderr[-2000:]
+    st = json.loads(cli(d, "farm", "status", "--json").stdout)
+    camp = st["campaigns"][0]
+    assert (camp["protocol"], camp["status"], camp["jobs"]) == ("mine/naive_copy", "finished", {"finished": 1})
+    assert camp["findings"] > 0
