@@ -407,3 +407,13 @@ def test_unreachable_redis_is_one_line_and_creates_no_campaign(farm, monkeypatch
         assert len(p.stderr.strip().splitlines()) == 1
     with db.open_db(farm["PATCHFUZZ_DB"]) as d:
         assert db.list_campaigns(d) == []
+
+
+def test_unreachable_database_is_one_line(farm, monkeypatch):
+    monkeypatch.setenv("PATCHFUZZ_DB", "postgresql+psycopg://postgres@127.0.0.1:1/nowhere")
+    for args in (["farm", "submit", BUG], ["farm", "status"], ["worker"]):
+        p = cli(*args, check=False)
+        assert p.returncode == 2 and "cannot connect to postgresql+psycopg://postgres@127.0.0.1:1/nowhere" in p.stderr
+        assert "set PATCHFUZZ_DB" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    conn = redis.Redis.from_url(farm["PATCHFUZZ_REDIS"])
+    assert Queue(farm["PATCHFUZZ_QUEUE"], connection=conn, serializer=JSONSerializer).count == 0  # nothing enqueued

@@ -139,11 +139,14 @@ def farm_nightly(now: bool, wait: float, as_json: bool) -> None:  # noqa: ARG001
 @click.option("--name", default=None, help="Worker name (default: random).")
 def worker(queues: str | None, burst: bool, name: str | None) -> None:
     """Run a farm worker (RQ, JSON payloads only) until stopped."""
-    from .coordinator import connect
+    from .coordinator import connect, open_database
     from .worker import run_worker
 
     settings = _settings()
-    _call(connect, settings).close()  # one clear line if Redis is not there at start
+    # one clear line if a service is not there at start (later outages are waited out); this
+    # also brings the database's schema up to date before any job runs
+    _call(connect, settings).close()
+    _call(open_database, settings).close()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     names = [q.strip() for q in (queues or settings.queue).split(",") if q.strip()]
     run_worker(settings.redis_url, names, burst=burst, name=name)

@@ -57,7 +57,8 @@ def open_database(settings: FarmSettings) -> db.Database:
     try:
         return db.open_db(settings.db_url)
     except db.DatabaseError as e:
-        raise FarmError(str(e)) from None
+        # the farm's commands take the database from the environment only
+        raise FarmError(str(e).replace("set --db or PATCHFUZZ_DB", "set PATCHFUZZ_DB")) from None
 
 
 @dataclass
