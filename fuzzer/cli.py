@@ -192,6 +192,8 @@ class _CrashStore:
                                            config={**self.config, "seed": seed})
         self.new_buckets = 0
         self.new_bucket_ids: dict[int, bytes] = {}
+        self.bucket_of: dict[str, int] = {}  # signature -> bucket id
+        self.minimized: dict[str, bytes] = {}  # signature -> minimized reproducer (new buckets)
 
     def _store(self, rec, hits: int) -> None:
         f = rec.finding
@@ -202,6 +204,7 @@ class _CrashStore:
             engine_version=ENGINE_VERSION, config=self.config, trace_sha256=replay.trace_sha256,
             detail=f.detail, consequence=f.consequence, campaign_id=self.campaign, hits=hits)
         self.new_buckets += new
+        self.bucket_of[f.signature] = bucket
         if new:
             self.new_bucket_ids[bucket] = rec.schedule
 
@@ -215,8 +218,10 @@ class _CrashStore:
         if minimize_runs:  # new buckets get their smallest reproducer right away
             from .minimize import minimize
 
+            sig_of = {b: sig for sig, b in self.bucket_of.items()}
             for bucket, schedule in self.new_bucket_ids.items():
                 small, _, _, _ = minimize(self.machine, schedule, max_runs=minimize_runs)
+                self.minimized[sig_of[bucket]] = small
                 trace = self.machine.run(small, trace=True).trace_sha256
                 self._db_mod.set_minimized(self.db, bucket, small, trace,
                                            engine_version=ENGINE_VERSION, schedule_format=SCHEDULE_FORMAT)
@@ -336,7 +341,13 @@ def fuzz(spec: str, seconds: float | None, schedules: int | None, seed: int, cpu
                       f"#{rec.first_schedule} ({rec.first_seconds:.2f}s)", str(rec.hits))
     out.print(table)
     for rec in res.crashes.values():
-        out.print(f"replay: patchfuzz run {label} --cpus {cpus} --trace --schedule {rec.schedule.hex()}",
+        sig = rec.finding.signature
+        small = store.minimized.get(sig) if store else None
+        if store and sig in store.bucket_of:
+            out.print(f"bucket {store.bucket_of[sig]}: patchfuzz crashes show {store.bucket_of[sig]} --focus"
+                      + (" (minimized)" if small is not None else ""), highlight=False)
+        schedule = small if small is not None else rec.schedule
+        out.print(f"  replay: patchfuzz run {label} --cpus {cpus} --focus --schedule '{schedule.hex()}'",
                   soft_wrap=True, highlight=False)
 
 

@@ -113,3 +113,19 @@ def test_timeline_picture(tmp_path):
     assert "<svg" in html.read_text() and "<pre>" in html.read_text()
     bad = _invoke("crashes", "show", str(bucket["id"]), "--db", url, "--timeline", str(tmp_path / "x.png"))
     assert bad.exit_code == 2 and "patchfuzz: error:" in bad.stderr
+
+
+def test_fuzz_ends_with_each_bucket_and_its_minimized_replay(tmp_path):
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    r = _invoke("fuzz", SPEC, "--strategy", "random", "--schedules", "300", "--seed", "1",
+                "--minimize-runs", "500", "--db", url)
+    assert r.exit_code == 0, r.output
+    buckets = {b["id"]: b for b in json.loads(_invoke("crashes", "list", "--db", url, "--json").stdout)}
+    lines = r.stdout.splitlines()
+    for bid, b in buckets.items():
+        i = lines.index(f"bucket {bid}: patchfuzz crashes show {bid} --focus (minimized)")
+        schedule = lines[i + 1].rsplit("--schedule ", 1)[1].strip("'")
+        best = json.loads(_invoke("crashes", "show", str(bid), "--db", url, "--json").stdout)["best_sample"]
+        assert best["minimized"] and best["schedule"] == schedule  # the printed replay is the stored one
+        run = json.loads(_invoke("run", SPEC, "--schedule", schedule, "--json").stdout)
+        assert run["signature"] == b["signature"]
