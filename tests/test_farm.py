@@ -417,3 +417,16 @@ def test_unreachable_database_is_one_line(farm, monkeypatch):
         assert "set PATCHFUZZ_DB" in p.stderr and len(p.stderr.strip().splitlines()) == 1
     conn = redis.Redis.from_url(farm["PATCHFUZZ_REDIS"])
     assert Queue(farm["PATCHFUZZ_QUEUE"], connection=conn, serializer=JSONSerializer).count == 0  # nothing enqueued
+
+
+def test_jobs_are_time_boxed_and_retried(farm):
+    sub = coordinator.submit(BUG, jobs=2, job_seconds=45, settings=FarmSettings())
+    conn = redis.Redis.from_url(farm["PATCHFUZZ_REDIS"])
+    q = Queue(farm["PATCHFUZZ_QUEUE"], connection=conn, serializer=JSONSerializer)
+    for jid in sub.jobs:
+        job = q.fetch_job(coordinator.rq_id(jid))
+        assert job.func_name == "workers.jobs.run_job" and job.args == [jid] and job.kwargs == {}
+        assert job.timeout == 45 + coordinator.JOB_OVERHEAD  # RQ kills the work horse after that
+        assert job.retries_left == coordinator.RETRIES
+        # the payload is JSON carrying nothing but the job id
+        assert json.loads(zlib.decompress(conn.hget(job.key, "data"))) == ["workers.jobs.run_job", None, [jid], {}]
