@@ -91,11 +91,11 @@ def campaign_jobs(db: Database, campaign_id: int) -> list[dict[str, Any]]:
         return [dict(r) for r in s.execute(q).mappings()]
 
 
-def list_campaigns(db: Database, *, limit: int = 20) -> list[dict[str, Any]]:
-    """The latest campaigns, newest first, each with its job counts per state."""
+def list_campaigns(db: Database, *, limit: int | None = 20) -> list[dict[str, Any]]:
+    """The latest campaigns (all with limit=None), newest first, each with its job counts per state."""
     with db.session() as s:
-        rows = [dict(r) for r in s.execute(
-            select(campaigns).order_by(campaigns.c.id.desc()).limit(limit)).mappings()]
+        q = select(campaigns).order_by(campaigns.c.id.desc())
+        rows = [dict(r) for r in s.execute(q if limit is None else q.limit(limit)).mappings()]
         ids = [r["id"] for r in rows]
         counts: dict[int, dict[str, int]] = {i: {} for i in ids}
         if ids:

@@ -182,6 +182,9 @@ def test_two_workers_one_bucket_and_a_sigkilled_job_runs_again(farm, workers):
         assert kept == victim_samples
         killed = db.get_job(database, victim_job)
         assert killed["state"] == "finished" and killed["attempts"] == 2, killed
+        (detail,) = json.loads(cli("farm", "status", str(cid), "--json").stdout)["campaigns"]
+        row = next(j for j in detail["job_list"] if j["id"] == victim_job)
+        assert (row["attempts"], row["worker"], row["state"]) == (2, "w-survivor", "finished")
 
         # one bucket per signature; the no-final-sync bug's count grew after the kill and equals
         # the sum of the per-job ledgers (the retried job is not counted twice)

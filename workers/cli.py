@@ -70,13 +70,15 @@ def farm_submit(spec, strategy, jobs, job_seconds, cpus, seed, depth, minimize_r
 
 
 @farm.command("status")
+@click.argument("campaign", type=int, required=False)
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--limit", type=int, default=10, show_default=True, help="Campaigns to show.")
-def farm_status(as_json: bool, limit: int) -> None:
-    """Queues, workers, campaigns and their progress, and the latest corpus replays."""
+def farm_status(campaign: int | None, as_json: bool, limit: int) -> None:
+    """Queues, workers, campaigns and their progress, and the latest corpus replays; with a
+    CAMPAIGN id, that campaign and each of its jobs."""
     from .coordinator import status
 
-    st = _call(status, _settings(), limit=limit)
+    st = _call(status, _settings(), limit=limit, campaign=campaign)
     if as_json:
         click.echo(json.dumps(st, indent=2))
         return
@@ -96,6 +98,16 @@ def farm_status(as_json: bool, limit: int) -> None:
                       f"{c['schedules_run']:,}", str(c["coverage"] or "-"), str(c["findings"]),
                       str(c["new_buckets"]))
     out.print(table)
+    if campaign is not None:
+        jobs = Table(title=f"jobs of campaign {campaign}")
+        for col in ("job", "state", "attempts", "worker", "schedules", "coverage", "corpus", "findings",
+                    "new buckets", "error"):
+            jobs.add_column(col)
+        for j in st["campaigns"][0]["job_list"]:
+            jobs.add_row(str(j["id"]), j["state"], str(j["attempts"]), j["worker"] or "-", f"{j['schedules_run']:,}",
+                         str(j["coverage"] or "-"), str(j["corpus"]), str(j["findings"]), str(j["new_buckets"]),
+                         (j["error"] or "")[:80])
+        out.print(jobs)
     for r in st["regression_runs"][:1]:
         verdict = "[red]REGRESSION[/]" if r["regressions"] or r["errors"] else "[green]ok[/]"
         out.print(f"latest corpus replay ({r['source']}, {r['started']}): {verdict}: {r['passed']}/"

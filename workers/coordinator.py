@@ -158,7 +158,9 @@ def reconcile(database: db.Database, conn: redis.Redis, campaign: dict[str, Any]
         db.settle_campaign(database, campaign["id"])
 
 
-def status(settings: FarmSettings | None = None, *, limit: int = 10) -> dict[str, Any]:
+def status(settings: FarmSettings | None = None, *, limit: int = 10,
+           campaign: int | None = None) -> dict[str, Any]:
+    """The farm's state; with `campaign`, that campaign only (NotFound -> FarmError)."""
     settings = settings or FarmSettings()
     conn = connect(settings)
     database = open_database(settings)
@@ -175,10 +177,16 @@ def status(settings: FarmSettings | None = None, *, limit: int = 10) -> dict[str
                             "queues": w.queue_names(), "last_heartbeat":
                                 w.last_heartbeat.isoformat() if w.last_heartbeat else None})
         campaigns = []
-        for c in db.list_campaigns(database, limit=limit):
+        listed = db.list_campaigns(database, limit=limit)
+        if campaign is not None:
+            listed = [c for c in db.list_campaigns(database, limit=None) if c["id"] == campaign]
+            if not listed:
+                raise FarmError(f"no campaign with id {campaign}; see `patchfuzz farm status`")
+        for c in listed:
             if c["status"] in ("running", "cancelled") and (c["jobs"].get("queued") or c["jobs"].get("running")):
                 reconcile(database, conn, c, settings.queue)
-                c = next(x for x in db.list_campaigns(database, limit=limit) if x["id"] == c["id"])
+                c = {**db.get_campaign(database, c["id"]),
+                     "jobs": _job_counts(db.campaign_jobs(database, c["id"]))}
             totals = db.campaign_totals(database, c["id"])
             campaigns.append({
                 "id": c["id"], "protocol": c["protocol"], "variant": c["variant"],
@@ -186,7 +194,13 @@ def status(settings: FarmSettings | None = None, *, limit: int = 10) -> dict[str
                 "jobs_total": sum(c["jobs"].values()),
                 "created": c["created"].isoformat(), "finished": c["finished"].isoformat() if c["finished"] else None,
                 "schedules_run": totals["schedules_run"], "coverage": totals["coverage"],
-                "findings": totals["findings"], "new_buckets": totals["new_buckets"]})
+                "findings": totals["findings"], "new_buckets": totals["new_buckets"],
+                "job_list": [{
+                    "id": j["id"], "state": j["state"], "attempts": j["attempts"], "worker": j["worker"],
+                    "schedules_run": j["schedules_run"], "coverage": j["coverage"], "corpus": j["corpus"],
+                    "findings": j["findings"], "new_buckets": j["new_buckets"], "error": j["error"],
+                    "heartbeat": j["heartbeat"].isoformat() if j["heartbeat"] else None,
+                } for j in db.campaign_jobs(database, c["id"])]})
         runs = db.list_regression_runs(database, limit=3)
         regression = [{"id": r["id"], "source": r["source"], "started": r["started"].isoformat(),
                        "total": r["total"], "passed": r["passed"], "regressions": r["regressions"],
@@ -201,6 +215,13 @@ def status(settings: FarmSettings | None = None, *, limit: int = 10) -> dict[str
     finally:
         database.close()
         conn.close()
+
+
+def _job_counts(jobs: list[dict[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for j in jobs:
+        counts[j["state"]] = counts.get(j["state"], 0) + 1
+    return counts
 
 
 def cancel(campaign_id: int, settings: FarmSettings | None = None) -> list[int]:

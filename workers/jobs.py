@@ -72,6 +72,12 @@ class JobCancelled(Exception):
 
 
 def worker_name() -> str:
+    """The RQ worker's name when run by one (what `farm status` lists), else host:pid."""
+    from rq import get_current_job
+
+    current = get_current_job()
+    if current is not None and current.worker_name:
+        return current.worker_name
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
