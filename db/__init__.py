@@ -11,6 +11,7 @@ from .campaigns import (
     cancel_campaign,
     create_campaign,
     create_job,
+    farm_token,
     finish_campaign,
     finish_job,
     get_campaign,
@@ -41,7 +42,7 @@ from .models import BUCKET_STATUSES
 
 __all__ = [
     "campaign_jobs", "campaign_totals", "cancel_campaign", "job_progress", "list_campaigns",
-    "settle_campaign", "store_job_findings",
+    "settle_campaign", "store_job_findings", "farm_token",
     "BUCKET_STATUSES", "Database", "DatabaseError", "NotFound", "add_corpus_entries", "corpus_entries",
     "create_campaign", "create_job", "finish_campaign", "finish_job", "get_bucket", "get_campaign",
     "get_job", "get_sample", "list_buckets", "list_regression_runs", "list_samples", "mark", "open_db",

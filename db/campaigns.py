@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Table, func, insert, select, update
 
 from .coltypes import utcnow
-from .crashes import _greatest
+from .crashes import _greatest, _upsert_insert
 from .engine import Database
 from .errors import NotFound
-from .models import Campaign, CrashSample, Job
+from .models import Campaign, CrashSample, FarmIdentity, Job
 
 campaigns: Table = Campaign.__table__  # type: ignore[assignment]
 jobs: Table = Job.__table__  # type: ignore[assignment]
 samples: Table = CrashSample.__table__  # type: ignore[assignment]
+identity: Table = FarmIdentity.__table__  # type: ignore[assignment]
+
+
+def farm_token(db: Database) -> str:
+    """This database's farm identity, created on first use (concurrent first uses agree)."""
+    with db.session() as s:
+        token = s.execute(select(identity.c.token).where(identity.c.id == 1)).scalar_one_or_none()
+        if token is not None:
+            return token
+        s.execute(_upsert_insert(db, identity).values(id=1, token=uuid.uuid4().hex, created=utcnow())
+                  .on_conflict_do_nothing(index_elements=["id"]))
+        return s.execute(select(identity.c.token).where(identity.c.id == 1)).scalar_one()
 
 
 def create_campaign(db: Database, *, protocol: str, variant: str, strategy: str,

@@ -109,6 +109,17 @@ class JobFinding(Base):
     hits: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+class FarmIdentity(Base):
+    """One row: a random token naming this database to the farm's jobs (see db.farm_token)."""
+
+    __tablename__ = "farm_identity"
+    __table_args__ = (CheckConstraint("id = 1", name="one_row"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token: Mapped[str] = mapped_column(String(32))
+    created: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class CrashBucket(Base):
     """All findings with one signature (protocol, variant, oracle, title)."""
 

@@ -21,7 +21,7 @@ import db
 from db.engine import VERSION_TABLE, alembic_config, current_revision, head_revision, resolve_url
 from db.models import VIEWS, Base
 
-TABLES = ("campaigns", "jobs", "job_findings", "crash_buckets", "crash_samples", "corpus_entries",
+TABLES = ("campaigns", "jobs", "job_findings", "farm_identity", "crash_buckets", "crash_samples", "corpus_entries",
           "regression_runs")
 
 

@@ -427,9 +427,27 @@ def test_jobs_are_time_boxed_and_retried(farm):
     conn = redis.Redis.from_url(farm["PATCHFUZZ_REDIS"])
     q = Queue(farm["PATCHFUZZ_QUEUE"], connection=conn, serializer=JSONSerializer)
     for jid in sub.jobs:
-        job = q.fetch_job(coordinator.rq_id(jid))
-        assert job.func_name == "workers.jobs.run_job" and job.args == [jid] and job.kwargs == {}
+        with db.open_db(farm["PATCHFUZZ_DB"]) as d:
+            token = db.farm_token(d)
+        job = q.fetch_job(coordinator.rq_id(token, jid))
+        assert job.func_name == "workers.jobs.run_job" and job.args == [jid, token] and job.kwargs == {}
         assert job.timeout == 45 + coordinator.JOB_OVERHEAD  # RQ kills the work horse after that
         assert job.retries_left == coordinator.RETRIES
-        # the payload is JSON carrying nothing but the job id
-        assert json.loads(zlib.decompress(conn.hget(job.key, "data"))) == ["workers.jobs.run_job", None, [jid], {}]
+        # the payload is JSON carrying nothing but the job id and its database's farm token
+        assert json.loads(zlib.decompress(conn.hget(job.key, "data"))) == ["workers.jobs.run_job", None,
+                                                                           [jid, token], {}]
+
+
+def test_a_worker_on_another_database_refuses_the_job_untouched(farm, pg, monkeypatch):
+    sub = coordinator.submit(BUG, jobs=1, job_seconds=5, settings=FarmSettings())
+    other = pg.new_database()
+    monkeypatch.setenv("PATCHFUZZ_DB", other)  # a worker misconfigured on the same Redis queue
+    _burst(farm["PATCHFUZZ_REDIS"], farm["PATCHFUZZ_QUEUE"])
+    conn = redis.Redis.from_url(farm["PATCHFUZZ_REDIS"])
+    with db.open_db(farm["PATCHFUZZ_DB"]) as d:
+        rid = coordinator.rq_id(db.farm_token(d), sub.jobs[0])
+        assert db.get_job(d, sub.jobs[0])["attempts"] == 0  # its own database: untouched
+    job = Queue(farm["PATCHFUZZ_QUEUE"], connection=conn, serializer=JSONSerializer).fetch_job(rid)
+    assert "was submitted to another database" in job.latest_result().exc_string
+    with db.open_db(other) as d:
+        assert db.list_campaigns(d) == [] and db.list_buckets(d) == []

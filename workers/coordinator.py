@@ -36,8 +36,10 @@ class FarmError(Exception):
     """A user-facing problem (bad spec, unreachable service): one line, no traceback."""
 
 
-def rq_id(job_id: int) -> str:
-    return f"patchfuzz-job-{job_id}"
+def rq_id(farm: str, job_id: int) -> str:
+    """RQ's id of a farm job: named by its database's farm token too, so farms that share a
+    Redis never collide on ids."""
+    return f"patchfuzz-{farm[:12]}-job-{job_id}"
 
 
 def connect(settings: FarmSettings) -> redis.Redis:
@@ -94,11 +96,12 @@ def submit(spec: str, *, strategy: str = "atheris", jobs: int = 4, job_seconds: 
     config = {"machine": Config(cpus=cpus).to_dict(), "strategy_options": options, "jobs": jobs,
               "job_seconds": job_seconds, "seed": seed, "minimize_runs": minimize_runs}
     try:
+        farm = db.farm_token(database)
         cid = db.create_campaign(database, protocol=cls.name, variant=variant, strategy=strategy,
                                  config=config)
         ids = [db.create_job(database, cid, seed=seed + i, budget=job_seconds) for i in range(jobs)]
         q = farm_queue(settings.queue, conn)
-        specs = [_job_spec(f"{cls.name}:{variant}", cid, jid, job_seconds) for jid in ids]
+        specs = [_job_spec(farm, f"{cls.name}:{variant}", cid, jid, job_seconds) for jid in ids]
         try:
             with conn.pipeline() as pipe:
                 q.enqueue_many(specs, pipeline=pipe)
@@ -114,17 +117,18 @@ def submit(spec: str, *, strategy: str = "atheris", jobs: int = 4, job_seconds: 
     return Submission(cid, ids, settings.queue)
 
 
-def _job_spec(label: str, campaign_id: int, job_id: int, budget: float):
-    return Queue.prepare_data("workers.jobs.run_job", args=(job_id,), job_id=rq_id(job_id),
+def _job_spec(farm: str, label: str, campaign_id: int, job_id: int, budget: float):
+    # the farm token rides along: a worker on another database refuses the job untouched
+    return Queue.prepare_data("workers.jobs.run_job", args=(job_id, farm), job_id=rq_id(farm, job_id),
                               timeout=int(budget) + JOB_OVERHEAD, retry=Retry(max=RETRIES),
                               result_ttl=RESULT_TTL, failure_ttl=FAILURE_TTL,
                               description=f"{label} campaign {campaign_id} job {job_id}")
 
 
-def _rq_state(conn: redis.Redis, job_id: int) -> tuple[str | None, str | None]:
+def _rq_state(conn: redis.Redis, farm: str, job_id: int) -> tuple[str | None, str | None]:
     """(RQ status, last line of its failure) of a farm job, (None, None) if RQ forgot it."""
     try:
-        job = FarmJob.fetch(rq_id(job_id), connection=conn, serializer=SERIALIZER)
+        job = FarmJob.fetch(rq_id(farm, job_id), connection=conn, serializer=SERIALIZER)
     except NoSuchJobError:
         return None, None
     status = job.get_status(refresh=False)
@@ -143,13 +147,14 @@ def reconcile(database: db.Database, conn: redis.Redis, campaign: dict[str, Any]
       has attempts left; its stored findings stay and the ledger keeps counts exact."""
     changed = False
     label = f"{campaign['protocol']}:{campaign['variant']}"
+    farm = db.farm_token(database)
     for job in db.campaign_jobs(database, campaign["id"]):
         if job["state"] not in ("queued", "running"):
             continue
-        status, reason = _rq_state(conn, job["id"])
+        status, reason = _rq_state(conn, farm, job["id"])
         if status is None and campaign["status"] == "running" and job["attempts"] <= RETRIES:
             farm_queue(queue_name, conn).enqueue_many(
-                [_job_spec(label, campaign["id"], job["id"], job["budget"])])
+                [_job_spec(farm, label, campaign["id"], job["id"], job["budget"])])
         elif status is None or status in ("failed", "stopped", "canceled"):
             db.finish_job(database, job["id"], state="failed",
                           error=reason or f"RQ reports the job {status or 'gone'}")
@@ -237,9 +242,10 @@ def cancel(campaign_id: int, settings: FarmSettings | None = None) -> list[int]:
             raise FarmError(f"{e}; see `patchfuzz farm status`") from None
         if before != "running":
             raise FarmError(f"campaign {campaign_id} is already {before}: nothing to cancel")
+        farm = db.farm_token(database)
         for jid in ids:
             try:
-                job = FarmJob.fetch(rq_id(jid), connection=conn, serializer=SERIALIZER)
+                job = FarmJob.fetch(rq_id(farm, jid), connection=conn, serializer=SERIALIZER)
             except NoSuchJobError:
                 continue
             state = job.get_status()

@@ -178,11 +178,22 @@ def _strategy(campaign: dict[str, Any], job: dict[str, Any], work: Path):
     return cls(seed=int(job["seed"]), **options)
 
 
-def run_job(job_id: int) -> dict[str, Any]:
-    """Run farm job `job_id` (a row of the jobs table) to the end of its time budget."""
+class WrongFarm(Exception):
+    """The job was submitted to another database than this worker's."""
+
+
+def run_job(job_id: int, farm: str | None = None) -> dict[str, Any]:
+    """Run farm job `job_id` (a row of the jobs table) to the end of its time budget. `farm` is
+    the token of the database it was submitted to: a worker configured with another database
+    refuses it before touching anything."""
     settings = FarmSettings()
     database = db.open_db(settings.db_url)
     try:
+        mine = db.farm_token(database)
+        if farm is not None and farm != mine:
+            raise WrongFarm(f"job {job_id} was submitted to another database (farm {farm[:12]}) than this "
+                            f"worker's {database.url} (farm {mine[:12]}); give the submitter and the "
+                            f"workers the same PATCHFUZZ_DB, or each farm its own PATCHFUZZ_QUEUE")
         return _run(database, int(job_id), settings)
     finally:
         database.close()
