@@ -177,3 +177,27 @@ def test_decision_mutation_edits_whole_decisions():
         assert [st.draws for st in after[:len(whole)]] == [st.draws for st in whole]
         kinds.add(len(out) - len(data))
     assert len(kinds) > 2 and len(OP_WEIGHTS) == 6  # grows, shrinks and keeps its length
+
+
+def test_a_parent_holding_much_memory_does_not_make_the_child_run_out(tmp_path):
+    # the child starts with its parent's RSS as its peak (fork copies it, exec keeps it), and
+    # libFuzzer's guard reads that peak: run the campaign from a process holding 2.5 GB (in a
+    # subprocess, to keep this one small)
+    script = f"""
+import sys
+hog = bytearray(2_500 * 1024 * 1024)
+for i in range(0, len(hog), 4096):
+    hog[i] = 1
+from fuzzer.campaign import fuzz
+from fuzzer.machine import Config, Machine
+from fuzzer.protocols import resolve
+from fuzzer.strategies.atheris import AtherisStrategy
+cls, variant = resolve("x86/text_poke_bp:correct")
+# libFuzzer checks its RSS about once a second: long enough for several checks
+res = fuzz(Machine(cls, variant, Config(cpus=2)), AtherisStrategy(seed=1, corpus_dir={str(tmp_path / "c")!r}),
+           seconds=4)
+print("ran", res.schedules > 0)
+"""
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert p.returncode == 0 and p.stdout.strip() == "ran True", p.stderr[-2000:]

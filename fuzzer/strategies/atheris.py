@@ -19,6 +19,7 @@ import json
 import math
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -43,6 +44,7 @@ RUN_TIMEOUT = 120
 # Time budgets end inside libFuzzer (whole seconds, counted from the child's start, so budgets
 # under 2 s overshoot); the parent steps in only if the child overstays by this much.
 DEADLINE_GRACE = 15.0
+RSS_LIMIT_MB = 2048  # libFuzzer's default, on top of what the child inherits
 _DONE = re.compile(rb"^Done (\d+) (?:runs )?in ", re.M)
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
@@ -177,6 +179,16 @@ class AtherisStrategy:
         # libFuzzer takes seed 0 as "pick one at random": keep to 1 .. 2**31-1
         return (self.seed + job) % (2**31 - 1) + 1
 
+    def _rss_limit(self) -> list[str]:
+        """libFuzzer's memory guard, counted from where the child starts. Its RSS is getrusage's
+        peak, and a child starts with its parent's RSS as that peak (fork copies it, exec keeps
+        it): a parent holding 2 GB (a long test session, a benchmark) made every child "run out
+        of memory" at its first input under the default 2048 MB limit."""
+        if any(f.startswith("-rss_limit_mb=") for f in self.libfuzzer_flags):
+            return []
+        inherited = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # KiB on Linux
+        return [f"-rss_limit_mb={inherited + RSS_LIMIT_MB}"]
+
     def _spawn(self, machine: Machine, index: int, corpus: Path, logs: Path, tmp: Path,
                runs: int | None, seconds: float | None) -> _Job:
         proto = machine.protocol_cls.name
@@ -191,7 +203,7 @@ class AtherisStrategy:
         # schedule leaves the rest of the run to the default scheduler (measured: 59 instead of
         # 18213 schedules to the first finding on text_poke_bp:no-sync-after-int3).
         flags = [f"-seed={self._libfuzzer_seed(index)}", "-len_control=0", "-print_final_stats=0",
-                 f"-timeout={RUN_TIMEOUT}", f"-artifact_prefix={logs}{os.sep}",
+                 f"-timeout={RUN_TIMEOUT}", f"-artifact_prefix={logs}{os.sep}", *self._rss_limit(),
                  *self.libfuzzer_flags, *budget]
         events = tmp / f"events-{index}.jsonl"
         events.touch()
