@@ -451,3 +451,16 @@ def test_a_worker_on_another_database_refuses_the_job_untouched(farm, pg, monkey
     assert "was submitted to another database" in job.latest_result().exc_string
     with db.open_db(other) as d:
         assert db.list_campaigns(d) == [] and db.list_buckets(d) == []
+
+
+def test_status_enqueues_again_the_jobs_a_restarted_redis_forgot(farm):
+    sub = coordinator.submit(BUG, jobs=3, job_seconds=5, settings=FarmSettings())
+    conn = redis.Redis.from_url(farm["PATCHFUZZ_REDIS"])
+    conn.flushdb()  # a Redis without persistence restarted: the queue is gone
+    q = Queue(farm["PATCHFUZZ_QUEUE"], connection=conn, serializer=JSONSerializer)
+    assert q.count == 0
+    st = json.loads(cli("farm", "status", "--json").stdout)
+    assert q.count == 3 and st["campaigns"][0]["jobs"] == {"queued": 3}
+    _burst(farm["PATCHFUZZ_REDIS"], farm["PATCHFUZZ_QUEUE"])  # and they run
+    with db.open_db(farm["PATCHFUZZ_DB"]) as d:
+        assert db.get_campaign(d, sub.campaign)["status"] == "finished"
