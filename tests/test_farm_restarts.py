@@ -80,7 +80,7 @@ def test_workers_carry_on_when_redis_and_postgres_restart(tmp_path, pg, private_
                          "--minimize-runs", "100", "--json").stdout)
     workers = Workers(tmp_path)
     try:
-        workers.start("w-1")
+        workers.start("w-1")  # a fixed name: re-registering after the outage must not clash
 
         def progressed(n: int):
             with db.open_db(env["PATCHFUZZ_DB"]) as d:

@@ -9,6 +9,7 @@ heartbeats are frequent, the grace is short, and every idle worker checks for ab
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import redis
@@ -51,21 +52,51 @@ def run_worker(redis_url: str, queues: list[str], *, burst: bool = False, name: 
     scheduled or retried with a delay, and a scheduler process per worker would poll Redis
     every second for nothing."""
     wait = 1.0
+    previous: FarmWorker | None = None
     while True:
         connection = redis.Redis.from_url(redis_url, health_check_interval=10)
         try:
             connection.ping()
             wait = 1.0
+            if previous is not None:
+                # the last incarnation could not say goodbye while Redis was away; without
+                # this, a worker with a fixed --name could not register again
+                previous.connection = connection
+                previous.register_death()
+                previous = None
             worker = make_worker(queues, connection, name)
-            worker.work(burst=burst, with_scheduler=with_scheduler, logging_level="INFO")
+            try:
+                worker.work(burst=burst, with_scheduler=with_scheduler, logging_level="INFO")
+            finally:
+                _wait_for_horse(worker)
             # RQ's loop also returns after a lost connection; only a signal (set by its
             # SIGTERM/SIGINT handler) or burst mode means "stop"
             if burst or getattr(worker, "_shutdown_requested_date", None) is not None:
                 return
+            previous = worker
             log.warning("worker loop ended; reconnecting to Redis")
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as e:
             log.warning("Redis unreachable (%s); retrying in %.0f s", e, wait)
+        except ValueError as e:
+            if "active worker named" not in str(e):
+                raise
+            # a fixed --name still registered by our last incarnation (its heartbeat key
+            # outlives a short outage): it expires within WORKER_TTL
+            log.warning("%s; retrying in %.0f s", e, wait)
         finally:
             connection.close()
         time.sleep(wait)
         wait = min(wait * 2, RECONNECT_MAX)
+
+
+def _wait_for_horse(worker: FarmWorker) -> None:
+    """When RQ's loop gives up on a lost connection mid-job, its work horse (our child) goes on
+    with the job, whose findings go to the database; let it finish before the next incarnation
+    takes another job, so a worker never runs two fuzzers at once."""
+    pid = worker.horse_pid
+    if not pid:
+        return
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass  # already reaped by RQ
