@@ -104,21 +104,11 @@ def campaign_jobs(db: Database, campaign_id: int) -> list[dict[str, Any]]:
         return [dict(r) for r in s.execute(q).mappings()]
 
 
-def list_campaigns(db: Database, *, limit: int | None = 20) -> list[dict[str, Any]]:
-    """The latest campaigns (all with limit=None), newest first, each with its job counts per state."""
+def list_campaigns(db: Database, *, limit: int = 20) -> list[dict[str, Any]]:
+    """The latest campaigns, newest first."""
     with db.session() as s:
-        q = select(campaigns).order_by(campaigns.c.id.desc())
-        rows = [dict(r) for r in s.execute(q if limit is None else q.limit(limit)).mappings()]
-        ids = [r["id"] for r in rows]
-        counts: dict[int, dict[str, int]] = {i: {} for i in ids}
-        if ids:
-            q = (select(jobs.c.campaign_id, jobs.c.state, func.count())
-                 .where(jobs.c.campaign_id.in_(ids)).group_by(jobs.c.campaign_id, jobs.c.state))
-            for cid, state, n in s.execute(q):
-                counts[cid][state] = n
-    for r in rows:
-        r["jobs"] = counts[r["id"]]
-    return rows
+        q = select(campaigns).order_by(campaigns.c.id.desc()).limit(limit)
+        return [dict(r) for r in s.execute(q).mappings()]
 
 
 def campaign_totals(db: Database, campaign_id: int) -> dict[str, Any]:

@@ -140,15 +140,17 @@ def _rq_state(conn: redis.Redis, farm: str, job_id: int) -> tuple[str | None, st
     return (status.value if status is not None else None), reason
 
 
-def reconcile(database: db.Database, conn: redis.Redis, campaign: dict[str, Any], queue_name: str) -> None:
-    """Bring the database in line with RQ for jobs it thinks are queued or running:
+def reconcile(database: db.Database, conn: redis.Redis, campaign: dict[str, Any],
+              jobs: list[dict[str, Any]], queue_name: str) -> bool:
+    """Bring the database in line with RQ for the campaign's `jobs` it thinks are queued or
+    running; returns whether any job row changed:
     * RQ gave up on the job (retries spent, stopped): the job failed, say why;
     * RQ forgot the job (Redis restarted without persistence): enqueue it again, as long as it
       has attempts left; its stored findings stay and the ledger keeps counts exact."""
     changed = False
     label = f"{campaign['protocol']}:{campaign['variant']}"
     farm = db.farm_token(database)
-    for job in db.campaign_jobs(database, campaign["id"]):
+    for job in jobs:
         if job["state"] not in ("queued", "running"):
             continue
         status, reason = _rq_state(conn, farm, job["id"])
@@ -161,6 +163,7 @@ def reconcile(database: db.Database, conn: redis.Redis, campaign: dict[str, Any]
             changed = True
     if changed:
         db.settle_campaign(database, campaign["id"])
+    return changed
 
 
 def status(settings: FarmSettings | None = None, *, limit: int = 10,
@@ -182,21 +185,23 @@ def status(settings: FarmSettings | None = None, *, limit: int = 10,
                             "queues": w.queue_names(), "last_heartbeat":
                                 w.last_heartbeat.isoformat() if w.last_heartbeat else None})
         campaigns = []
-        listed = db.list_campaigns(database, limit=limit)
-        if campaign is not None:
-            listed = [c for c in db.list_campaigns(database, limit=None) if c["id"] == campaign]
-            if not listed:
-                raise FarmError(f"no campaign with id {campaign}; see `patchfuzz farm status`")
+        if campaign is None:
+            listed = db.list_campaigns(database, limit=limit)
+        else:
+            try:
+                listed = [db.get_campaign(database, campaign)]
+            except db.NotFound:
+                raise FarmError(f"no campaign with id {campaign}; see `patchfuzz farm status`") from None
         for c in listed:
-            if c["status"] in ("running", "cancelled") and (c["jobs"].get("queued") or c["jobs"].get("running")):
-                reconcile(database, conn, c, settings.queue)
-                c = {**db.get_campaign(database, c["id"]),
-                     "jobs": _job_counts(db.campaign_jobs(database, c["id"]))}
+            jobs = db.campaign_jobs(database, c["id"])
+            if (c["status"] in ("running", "cancelled") and any(j["state"] in ("queued", "running") for j in jobs)
+                    and reconcile(database, conn, c, jobs, settings.queue)):
+                c, jobs = db.get_campaign(database, c["id"]), db.campaign_jobs(database, c["id"])
+            counts = _job_counts(jobs)
             totals = db.campaign_totals(database, c["id"])
             campaigns.append({
                 "id": c["id"], "protocol": c["protocol"], "variant": c["variant"],
-                "strategy": c["strategy"], "status": c["status"], "jobs": c["jobs"],
-                "jobs_total": sum(c["jobs"].values()),
+                "strategy": c["strategy"], "status": c["status"], "jobs": counts, "jobs_total": len(jobs),
                 "created": c["created"].isoformat(), "finished": c["finished"].isoformat() if c["finished"] else None,
                 "schedules_run": totals["schedules_run"], "coverage": totals["coverage"],
                 "findings": totals["findings"], "new_buckets": totals["new_buckets"],
@@ -205,7 +210,7 @@ def status(settings: FarmSettings | None = None, *, limit: int = 10,
                     "schedules_run": j["schedules_run"], "coverage": j["coverage"], "corpus": j["corpus"],
                     "findings": j["findings"], "new_buckets": j["new_buckets"], "error": j["error"],
                     "heartbeat": j["heartbeat"].isoformat() if j["heartbeat"] else None,
-                } for j in db.campaign_jobs(database, c["id"])]})
+                } for j in jobs]})
         runs = db.list_regression_runs(database, limit=3)
         regression = [{"id": r["id"], "source": r["source"], "started": r["started"].isoformat(),
                        "total": r["total"], "passed": r["passed"], "regressions": r["regressions"],
