@@ -20,23 +20,15 @@ from . import ENGINE_VERSION, SCHEDULE_FORMAT
 from .campaign import CampaignResult
 from .campaign import fuzz as run_campaign
 from .choices import ScheduleError, parse_schedule_hex
-from .console import stdout_console
+from .console import UserError, stdout_console
 from .machine import MAX_CPUS, MIN_CPUS, Config, Machine
 from .minimize import DEFAULT_ORDER, ORDERS
 from .oracles import ORACLES
 from .protocols import UnknownProtocol, registry, resolve
+from .records import FindingRecords
 from .strategies import DEFAULT_STRATEGY, STRATEGIES
 
 err_console = Console(stderr=True)
-
-
-class UserError(click.ClickException):
-    """One line, exit code 2."""
-
-    exit_code = 2
-
-    def show(self, file=None) -> None:  # noqa: ARG002 - click's signature
-        click.echo(f"patchfuzz: error: {self.message}", err=True)
 
 
 def _machine(spec: str, cpus: int, stop_machine_serializes: bool | None) -> Machine:
@@ -186,25 +178,20 @@ class _CrashStore:
         self.db = _open_db(url)
         self.url = self.db.url
         self.machine = machine
-        self.config = machine.config.to_dict()
+        self.records = FindingRecords(machine)
         self.campaign = db.create_campaign(self.db, protocol=machine.protocol_cls.name,
                                            variant=machine.variant, strategy=strategy,
-                                           config={**self.config, "seed": seed})
+                                           config={**self.records.config, "seed": seed})
         self.new_buckets = 0
         self.new_bucket_ids: dict[int, bytes] = {}
         self.bucket_of: dict[str, int] = {}  # signature -> bucket id
         self.minimized: dict[str, bytes] = {}  # signature -> minimized reproducer (new buckets)
 
     def _store(self, rec, hits: int) -> None:
-        f = rec.finding
-        replay = self.machine.run(rec.schedule, trace=True)
-        bucket, new = self._db_mod.store_finding(
-            self.db, signature=f.signature, protocol=f.protocol, variant=f.variant,
-            oracle=f.oracle, title=f.title, schedule=rec.schedule, schedule_format=SCHEDULE_FORMAT,
-            engine_version=ENGINE_VERSION, config=self.config, trace_sha256=replay.trace_sha256,
-            detail=f.detail, consequence=f.consequence, campaign_id=self.campaign, hits=hits)
+        bucket, new = self._db_mod.store_finding(self.db, **self.records.row(rec, hits),
+                                                 campaign_id=self.campaign)
         self.new_buckets += new
-        self.bucket_of[f.signature] = bucket
+        self.bucket_of[rec.finding.signature] = bucket
         if new:
             self.new_bucket_ids[bucket] = rec.schedule
 
@@ -216,15 +203,11 @@ class _CrashStore:
             if rec.hits > 1:
                 self._store(rec, rec.hits - 1)
         if minimize_runs:  # new buckets get their smallest reproducer right away
-            from .minimize import minimize
-
             sig_of = {b: sig for sig, b in self.bucket_of.items()}
             for bucket, schedule in self.new_bucket_ids.items():
-                small, _, _, _ = minimize(self.machine, schedule, max_runs=minimize_runs)
+                small, extra = self.records.minimized(schedule, minimize_runs)
                 self.minimized[sig_of[bucket]] = small
-                trace = self.machine.run(small, trace=True).trace_sha256
-                self._db_mod.set_minimized(self.db, bucket, small, trace,
-                                           engine_version=ENGINE_VERSION, schedule_format=SCHEDULE_FORMAT)
+                self._db_mod.set_minimized(self.db, bucket, small, **extra)
         self._db_mod.finish_campaign(
             self.db, self.campaign, schedules_run=res.schedules, seconds=res.seconds,
             findings=sum(r.hits for r in res.crashes.values()), unique_findings=len(res.crashes),

@@ -9,23 +9,16 @@ import sys
 import click
 from rich.table import Table
 
-from fuzzer.console import stdout_console
+from fuzzer.console import UserError, stdout_console
 
 from .settings import FarmSettings
-
-
-class FarmUserError(click.ClickException):
-    exit_code = 2
-
-    def show(self, file=None) -> None:  # noqa: ARG002 - click's signature
-        click.echo(f"patchfuzz: error: {self.message}", err=True)
 
 
 def _settings() -> FarmSettings:
     try:
         return FarmSettings()
     except ValueError as e:
-        raise FarmUserError(str(e)) from None
+        raise UserError(str(e)) from None
 
 
 def _call(fn, *args, **kwargs):
@@ -34,7 +27,7 @@ def _call(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except FarmError as e:
-        raise FarmUserError(str(e)) from None
+        raise UserError(str(e)) from None
 
 
 @click.group()

@@ -32,10 +32,10 @@ from typing import Any, TypeVar
 
 import db
 from db.coltypes import utcnow
-from fuzzer import ENGINE_VERSION, SCHEDULE_FORMAT
 from fuzzer.campaign import CampaignResult, CrashRecord, fuzz
 from fuzzer.machine import Config, Machine
 from fuzzer.protocols import UnknownProtocol, resolve
+from fuzzer.records import FindingRecords
 from fuzzer.strategies import STRATEGIES
 
 from .settings import FarmSettings
@@ -124,23 +124,12 @@ class FindingSink:
     def __init__(self, database: db.Database, machine: Machine, campaign_id: int, job_id: int) -> None:
         self.db, self.machine = database, machine
         self.campaign_id, self.job_id = campaign_id, job_id
-        self.config = machine.config.to_dict()
+        self.records = FindingRecords(machine)
         self.reported: dict[str, int] = {}
-        self.traces: dict[str, str | None] = {}
         self.new_buckets: dict[int, bytes] = {}
 
-    def _row(self, rec: CrashRecord, hits: int) -> dict[str, Any]:
-        f = rec.finding
-        if f.signature not in self.traces:
-            self.traces[f.signature] = self.machine.run(rec.schedule, trace=True).trace_sha256
-        return dict(signature=f.signature, protocol=f.protocol, variant=f.variant, oracle=f.oracle,
-                    title=f.title, schedule=rec.schedule, schedule_format=SCHEDULE_FORMAT,
-                    engine_version=ENGINE_VERSION, config=self.config,
-                    trace_sha256=self.traces[f.signature], detail=f.detail,
-                    consequence=f.consequence, hits=hits)
-
     def report(self, recs: list[CrashRecord]) -> None:
-        rows = [self._row(r, r.hits) for r in recs if r.hits > self.reported.get(r.finding.signature, 0)]
+        rows = [self.records.row(r, r.hits) for r in recs if r.hits > self.reported.get(r.finding.signature, 0)]
         if not rows:
             return
         stored = db.store_job_findings(self.db, self.job_id, rows, campaign_id=self.campaign_id)
@@ -159,15 +148,11 @@ class FindingSink:
             log.warning("finding %s not stored yet (%s); will retry", rec.finding.signature, e)
 
     def minimize_new(self, max_runs: int) -> None:
-        from fuzzer.minimize import minimize
-
         if max_runs <= 0:  # --minimize-runs 0: keep the raw reproducers
             return
         for bucket, schedule in sorted(self.new_buckets.items()):
-            small, _, _, _ = minimize(self.machine, schedule, max_runs=max_runs)
-            trace = self.machine.run(small, trace=True).trace_sha256
-            db.set_minimized(self.db, bucket, small, trace, engine_version=ENGINE_VERSION,
-                             schedule_format=SCHEDULE_FORMAT)
+            small, extra = self.records.minimized(schedule, max_runs)
+            db.set_minimized(self.db, bucket, small, **extra)
 
 
 def _strategy(campaign: dict[str, Any], job: dict[str, Any], work: Path):
