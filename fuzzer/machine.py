@@ -65,7 +65,7 @@ class SiteState:
         self._ok = {}
 
 
-@dataclass
+@dataclass(slots=True)
 class Frame:
     kind: str  # "thread" | "irq" | "nmi" | "trap" | "parked"
     gen: Any

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import mmap
+import os
 import platform
 import struct
 import sys
@@ -64,8 +65,33 @@ _OK = unicorn.UC_ERR_OK
 _RIP, _RSP, _EFLAGS = (ctypes.c_int(r) for r in (X.UC_X86_REG_RIP, X.UC_X86_REG_RSP,
                                                   X.UC_X86_REG_EFLAGS))
 
-# The site hook's state, shared with the hook: one int64 array per CPU.
-_SKIP, _HIT_ADDR, _HIT, _ENABLED = range(4)
+# The site hook's state, shared with the hooks: one int64 array per CPU. _INTR/_INTNO: an
+# interrupt the native interrupt hook recorded, reported to the machine after the run.
+_SKIP, _HIT_ADDR, _HIT, _ENABLED, _INTR, _INTNO = range(6)
+
+
+def _direct_calls():
+    """The C extension that calls libunicorn without ctypes (see _unicorn_calls.c), bound to
+    the entry points the binding loaded; None when it was not built or PATCHFUZZ_NO_NATIVE is
+    set (the ctypes path gives the same runs, only slower)."""
+    if os.environ.get("PATCHFUZZ_NO_NATIVE"):
+        return None
+    try:
+        from . import _unicorn_calls
+    except ImportError:
+        return None
+
+    def addr(fn) -> int:
+        return ctypes.cast(fn, ctypes.c_void_p).value
+
+    _unicorn_calls.bind(addr(_uclib.uc_emu_start), addr(_uclib.uc_emu_stop),
+                        addr(_uclib.uc_reg_read), addr(_uclib.uc_reg_write),
+                        addr(_uclib.uc_context_save), addr(_uclib.uc_context_restore))
+    return _unicorn_calls
+
+
+_DIRECT = _direct_calls()
+_RIP_ID, _RSP_ID, _EFLAGS_ID = X.UC_X86_REG_RIP, X.UC_X86_REG_RSP, X.UC_X86_REG_EFLAGS
 
 
 def _native_site_hook() -> int | None:
@@ -308,7 +334,7 @@ class _Engine:
     """One Unicorn instance of a CPU, with its own copy of the text. `key` is the bytes of
     every patch site in that copy: its translations are valid for exactly that view."""
 
-    __slots__ = ("uc", "uch", "text_buf", "text", "key")
+    __slots__ = ("uc", "uch", "uch_addr", "text_buf", "text", "key")
 
 
 class X86Cpu:
@@ -349,33 +375,38 @@ class X86Cpu:
         self._a_count = ctypes.c_size_t()
         self._if: bool | None = None  # EFLAGS.IF, cached until the registers may change
         # Site hook state (see _native_site_hook): skip, hit address, hit flag, enabled.
-        self._st_buf = (ctypes.c_int64 * 4)(-1, 0, 0, 1)
+        self._st_buf = (ctypes.c_int64 * 6)(-1, 0, 0, 1, 0, 0)
         self._st = memoryview(self._st_buf).cast("B").cast("q")
         if _NATIVE_SITE_HOOK is not None:
             self._site_cb = _NATIVE_SITE_HOOK
         else:
             self._site_cb = _HOOK_CODE_CFUNC(self._py_site_hook)
-        self._intr_cb = _HOOK_INTR_CFUNC(self._on_intr)
+        if _DIRECT is not None:
+            self._intr_cb = _DIRECT.intr_hook_address()
+        else:
+            self._intr_cb = _HOOK_INTR_CFUNC(self._on_intr)
         eng = self._new_engine()
         eng.key = self._key()
         self._engines: OrderedDict[bytes, _Engine] = OrderedDict({eng.key: eng})  # LRU order
         self._cur = eng
         self.uc = uc = eng.uc
         self._uch = eng.uch
+        self._uch_addr = eng.uch_addr
         uc.reg_write(X.UC_X86_REG_RSP, NMI_STACK_TOP)
         uc.reg_write(X.UC_X86_REG_RIP, image.nmi_entry)
         uc.reg_write(X.UC_X86_REG_EFLAGS, 0x2)
-        self.nmi_context = uc.context_save()
+        self.nmi_context = self.save()
         uc.reg_write(X.UC_X86_REG_RSP, THREAD_STACK_TOP)
         uc.reg_write(X.UC_X86_REG_RIP, image.thread_entry)
         uc.reg_write(X.UC_X86_REG_EFLAGS, 0x2 | EFLAGS_IF)
-        self.thread_context = uc.context_save()
-        self._move = uc.context_save()  # scratch: carries the CPU state between engines
+        self.thread_context = self.save()
+        self._move = self.save()  # scratch: carries the CPU state between engines
 
     def _new_engine(self) -> _Engine:
         eng = _Engine()
         eng.uc = uc = unicorn.Uc(unicorn.UC_ARCH_X86, unicorn.UC_MODE_64)
         eng.uch = uch = uc._uch
+        eng.uch_addr = uch.value
         eng.key = b""
         eng.text_buf = (ctypes.c_ubyte * TEXT_SIZE)()
         eng.text = memoryview(eng.text_buf).cast("B")
@@ -389,7 +420,8 @@ class X86Cpu:
         st_ptr = ctypes.c_void_p(ctypes.addressof(self._st_buf))
         for lo, hi in self._site_ranges:
             self._hook_raw(uch, unicorn.UC_HOOK_CODE, self._site_cb, st_ptr, lo, hi)
-        self._hook_raw(uch, unicorn.UC_HOOK_INTR, self._intr_cb, None, 1, 0)
+        self._hook_raw(uch, unicorn.UC_HOOK_INTR, self._intr_cb,
+                       st_ptr if _DIRECT is not None else None, 1, 0)
         uc.hook_add(unicorn.UC_HOOK_INSN_INVALID, self._on_invalid)
         uc.hook_add(
             unicorn.UC_HOOK_MEM_FETCH_UNMAPPED | unicorn.UC_HOOK_MEM_READ_UNMAPPED
@@ -440,15 +472,22 @@ class X86Cpu:
             engines.move_to_end(key)
         if eng is cur:  # a pool of one: the CPU's engine was rewritten in place
             return
-        move = self._move._context
-        status = _ctx_save(cur.uch, move)
-        if status == _OK:
-            status = _ctx_restore(eng.uch, move)
+        if _DIRECT is not None:
+            move = self._move._addr
+            status = _DIRECT.context_save(cur.uch_addr, move)
+            if status == _OK:
+                status = _DIRECT.context_restore(eng.uch_addr, move)
+        else:
+            move = self._move._context
+            status = _ctx_save(cur.uch, move)
+            if status == _OK:
+                status = _ctx_restore(eng.uch, move)
         if status != _OK:
             raise unicorn.UcError(status)
         self._cur = eng
         self.uc = eng.uc
         self._uch = eng.uch
+        self._uch_addr = eng.uch_addr
 
     # hooks: keep them tiny, they are on the emulator's path
     def _py_site_hook(self, uch, addr, _size, _user_data):
@@ -493,6 +532,8 @@ class X86Cpu:
 
     # register access on the hot path uses the raw C call (~1 us instead of ~3 us)
     def pc(self) -> int:
+        if _DIRECT is not None:
+            return _DIRECT.reg_read(self._uch_addr, _RIP_ID)
         _reg_read(self._uch, _RIP, self._pcref)
         return self._pcval.value
 
@@ -502,8 +543,12 @@ class X86Cpu:
     def irqs_enabled(self) -> bool:
         v = self._if
         if v is None:
-            _reg_read(self._uch, _EFLAGS, self._pcref)
-            v = self._if = bool(self._pcval.value & EFLAGS_IF)
+            if _DIRECT is not None:
+                flags = _DIRECT.reg_read(self._uch_addr, _EFLAGS_ID)
+            else:
+                _reg_read(self._uch, _EFLAGS, self._pcref)
+                flags = self._pcval.value
+            v = self._if = bool(flags & EFLAGS_IF)
         return v
 
     def run(self, pc: int, count: int, skip: int = -1, sites: bool = True) -> int:
@@ -524,14 +569,24 @@ class X86Cpu:
         if not sites:
             st[_ENABLED] = 0
         self._if = None
-        self._a_begin.value = pc
-        self._a_count.value = count
-        status = _emu_start(self._uch, self._a_begin, _UNTIL, _NO_TIMEOUT, self._a_count)
+        if _DIRECT is not None:
+            status = _DIRECT.emu_start(self._uch_addr, pc, count)
+        else:
+            self._a_begin.value = pc
+            self._a_count.value = count
+            status = _emu_start(self._uch, self._a_begin, _UNTIL, _NO_TIMEOUT, self._a_count)
         st[_ENABLED] = 1
         exc = uc._hook_exception
         if exc is not None:
             uc._hook_exception = None
             raise exc
+        if st[_INTR]:  # recorded by the native interrupt hook: report it as _on_intr would
+            st[_INTR] = 0
+            intno = st[_INTNO]
+            if intno == 3:
+                self._hooks.on_trap(self.index, "int3", self.pc() - 1)
+            else:
+                self._hooks.on_fault(self.index, f"exception vector {intno}", self.pc())
         if status != _OK:
             # the fault hooks have already recorded what happened; anything else is a fault too
             # (and it supersedes a site stop, which it follows)
@@ -577,17 +632,38 @@ class X86Cpu:
         return bytes(self.uc.mem_read(addr, n))
 
     def save(self):
-        return self.uc.context_save()
+        ctx = self.uc.context_save()
+        ctx._addr = ctx._context.value  # what the direct calls take
+        return ctx
 
     def restore(self, ctx) -> None:
         self._if = None
-        status = _ctx_restore(self._uch, ctx._context)
+        if _DIRECT is not None:
+            status = _DIRECT.context_restore(self._uch_addr, ctx._addr)
+        else:
+            status = _ctx_restore(self._uch, ctx._context)
         if status != _OK:
             raise unicorn.UcError(status)
 
     def emulate(self, kind: str, target: int, next_pc: int) -> int:
         """Apply a whole instruction's effect, as the int3 handler's int3_emulate_*() does.
         Returns the new PC."""
+        if _DIRECT is not None:
+            uch = self._uch_addr
+            if kind == "call":
+                rsp = _DIRECT.reg_read(uch, _RSP_ID) - 8
+                if STACK_BASE <= rsp <= STACK_BASE + STACK_SIZE - 8:
+                    struct.pack_into("<Q", self._stack, rsp - STACK_BASE, next_pc)
+                else:  # off the stack: let the emulator raise what a real push would
+                    self.uc.mem_write(rsp, struct.pack("<Q", next_pc))
+                _DIRECT.reg_write(uch, _RSP_ID, rsp)
+                pc = target
+            elif kind == "jmp":
+                pc = target
+            else:
+                pc = next_pc
+            _DIRECT.reg_write(uch, _RIP_ID, pc)
+            return pc
         uch = self._uch
         val = self._pcval
         ref = self._pcref
