@@ -2,13 +2,13 @@
 # docker-compose.yml run other commands of the same image.
 FROM python:3.11-slim-bookworm
 
-# gcc and the Python headers only for a dependency without a wheel for the platform
+# gcc and the Python headers: the engine's C extension (fuzzer/arch/_unicorn_calls.c)
 RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc libc6-dev \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY fuzzer fuzzer
 COPY workers workers
 COPY db db
