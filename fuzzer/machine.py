@@ -255,6 +255,7 @@ class Machine:
         # the runnable scan at that first CPU: the CPUs after it are only checked where the
         # check itself has effects (a lock's waiter queue, a protocol's wait predicate).
         ch = self.ch
+        data = ch.data  # the schedule's bytes, drawn here directly when no source steers
         cpus = self.cpus
         n = self.ncpus
         orders = [[cpus[(last + 1 + i) % n] for i in range(n)] for last in range(n)]
@@ -306,7 +307,12 @@ class Machine:
                     self._stall()
                     break
             else:
-                ev = byte(0, "event")
+                if ch.source is None:  # not fair: a byte is left for this draw
+                    pos = ch.pos
+                    ev = data[pos]
+                    ch.pos = pos + 1
+                else:
+                    ev = byte(0, "event")
                 if ev >= EV_NMI:
                     if self._event(ev):
                         continue
@@ -328,8 +334,14 @@ class Machine:
                         continue
                     self._stall()
                     break
-                if ch.source is None:
-                    pick = byte(-1, "cpu", len(runnable), None)
+                if ch.source is None:  # Choices.byte inlined
+                    pos = ch.pos
+                    if pos < ch.n:
+                        pick = data[pos]
+                        ch.pos = pos + 1
+                    else:
+                        ch.defaulted = True
+                        pick = -1
                 else:
                     pick = byte(-1, "cpu", len(runnable), tuple(c.idx for c in runnable))
                 # Default once the schedule is used up: round robin. (Running protocol work
@@ -1029,7 +1041,16 @@ class Machine:
         if fair:
             count = RUN_TO_STOP
         else:
-            n = ch.byte(0, "slice")
+            if ch.source is None:  # Choices.byte inlined
+                pos = ch.pos
+                if pos < ch.n:
+                    n = ch.data[pos]
+                    ch.pos = pos + 1
+                else:
+                    ch.defaulted = True
+                    n = 0
+            else:
+                n = ch.byte(0, "slice")
             count = RUN_TO_STOP if n < 192 else n - 191
         cpu.stop = None
         hit = hw.run(frame.pc, count, cpu.skip)
@@ -1208,15 +1229,10 @@ class Machine:
             self._t(cpu, f"int3 at {self._sym(addr)}" + (" (foreign: kprobe)" if foreign else ""))
         self._serialize(cpu)  # exception entry
         k = cpu.k
-        proto = self.proto
-
-        def handler():
-            result = proto.int3_handler(k, addr)
-            if hasattr(result, "send"):
-                result = yield from result
-            return result
-
-        frame = Frame("trap", handler(), k, irqs_off=True)
+        handler = self.proto.int3_handler(k, addr)
+        if not hasattr(handler, "send"):  # a handler that is a plain function: its answer
+            handler = _answer(handler)
+        frame = Frame("trap", handler, k, irqs_off=True)
         frame.tags["trap_addr"] = addr
         frame.tags["foreign"] = foreign
         self._push(cpu, frame)
@@ -1386,8 +1402,14 @@ class Machine:
 _FOREIGN = "foreign"  # a whole written version that is neither old nor new
 # Ops whose readiness check has effects beyond its answer: a lock queues a waiting writer and
 # looks for a deadlock; a wait runs the protocol's predicate.
-_EFFECTFUL_READY = (ops.LockOp, ops.WaitUntil)
+_EFFECTFUL_READY = frozenset((ops.LockOp, ops.WaitUntil))
 _GOOD = "good"  # key, in a site's verdict memo, of the versions a handler may emulate
+
+
+def _answer(value: Any):
+    """A coroutine that yields nothing and returns `value`."""
+    return value
+    yield  # pragma: no cover - makes this a generator
 
 
 def _fmt(v: Any) -> str:

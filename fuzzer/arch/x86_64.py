@@ -363,6 +363,7 @@ class X86Cpu:
         self._dirty = False
         self._site_offs = [(s.addr - TEXT_BASE, s.addr - TEXT_BASE + s.size)
                            for s in image.sites.values()]
+        self._one_site = self._site_offs[0] if len(self._site_offs) == 1 else None
         self._site_ranges = [(s.addr, s.addr + s.size - 1) for s in image.sites.values()]
         # The stack is shared by the engines (and host-mapped, so the int3 handler's emulated
         # call pushes its return address with a host store: no code lives there).
@@ -441,6 +442,9 @@ class X86Cpu:
 
     def _key(self) -> bytes:
         want = self._want
+        if self._one_site is not None:
+            lo, hi = self._one_site
+            return bytes(want[lo:hi])
         return b"".join([want[lo:hi] for lo, hi in self._site_offs])
 
     def _switch(self) -> None:
