@@ -54,6 +54,11 @@ class Choices:
         return self.defaulted
 
     @property
+    def drawn(self) -> int:
+        """Decisions answered from the schedule (or the source) so far."""
+        return self.pos if self.recorded is None else len(self.recorded)
+
+    @property
     def used(self) -> bytes:
         """The bytes this run consumed: replaying them gives the same run."""
         if self.recorded is not None:

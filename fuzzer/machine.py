@@ -169,6 +169,9 @@ class RunResult:
     schedule_used: int
     schedule: bytes = b""  # the bytes that replay this run (recorded when a source steered it)
     features: list[int] | None = None  # interleaving coverage, when asked for
+    # for each feature, how many decisions had been drawn when it occurred: the schedule's
+    # first `feature_at[i]` bytes lead to the state that produced `features[i]`
+    feature_at: list[int] | None = None
     abandoned: bool = False  # the choice source stopped the run early (pruned)
 
     @property
@@ -231,7 +234,7 @@ class Machine:
         except Abandon:
             return RunResult(finding=None, steps=self.step, trace=self.trace, completed=False,
                              schedule_used=len(self.ch.used), schedule=self.ch.used,
-                             features=self.cov, abandoned=True)
+                             features=self.cov, feature_at=self.cov_at, abandoned=True)
         if self.finding is not None and self.finding.oracle in ("torn-fetch", "mid-insn-resume"):
             self._aftermath(self.cpus[self.finding.cpu])
         return RunResult(
@@ -242,6 +245,7 @@ class Machine:
             schedule_used=len(self.ch.used),
             schedule=self.ch.used,
             features=self.cov,
+            feature_at=self.cov_at,
         )
 
     def _loop(self) -> None:
@@ -384,6 +388,7 @@ class Machine:
     def _reset(self, schedule: bytes, trace: bool, source=None, coverage: bool = False) -> None:
         self.ch = Choices(schedule, source)
         self.cov: list[int] | None = [] if coverage else None
+        self.cov_at: list[int] | None = [] if coverage else None
         self.progress = 0  # ops executed by the protocol's tasks: "which patcher step"
         self.writer: dict[str, str] = {}  # var -> who wrote the value memory holds
         self.tracing = trace
@@ -554,6 +559,7 @@ class Machine:
     def _feat(self, *parts: Any) -> None:
         """One interleaving-coverage feature (crc32, not hash(): str hashing is randomized)."""
         self.cov.append(zlib.crc32(repr(parts).encode()))
+        self.cov_at.append(self.ch.drawn)
 
     def _end_a_preemption(self) -> bool:
         """Nothing else can run: time passes until the first preempted task is due again."""

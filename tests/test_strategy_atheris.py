@@ -201,3 +201,47 @@ print("ran", res.schedules > 0)
     p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert p.returncode == 0 and p.stdout.strip() == "ran True", p.stderr[-2000:]
+
+
+def test_feature_positions_name_the_prefix_that_reaches_each_feature():
+    """`feature_at[i]` decisions of a schedule lead to the state that produced feature i: a run
+    of just that prefix produces the same features up to i."""
+    from fuzzer.strategies import RandomStrategy
+
+    machine = _machine("x86/ftrace_nmi_2008:correct")
+    strat = RandomStrategy(seed=4)
+    checked = 0
+    for _ in range(20):
+        full = machine.run(strat.next_schedule(), coverage=True)
+        at = full.feature_at
+        assert len(at) == len(full.features) and at == sorted(at)
+        assert all(0 <= a <= len(full.schedule) for a in at)
+        for i in range(0, len(at), 7):
+            part = machine.run(full.schedule[:at[i]], coverage=True)
+            assert part.features[:i + 1] == full.features[:i + 1]
+            checked += 1
+    assert checked > 50
+
+
+def test_frontier_mutator_continues_from_where_an_input_found_something_new(monkeypatch):
+    from fuzzer.strategies import atheris_worker as w
+
+    base = bytes(range(100, 200))
+    shapes = w.Shapes()
+    shapes.frontier.append((base, (30, 70)))
+    monkeypatch.setattr(w, "SHAPES", shapes)
+    fresh = continued = 0
+    for seed in range(400):
+        out = w.frontier_mutator(b"ignored", 128, seed)
+        assert len(out) == 128  # full length either way
+        cut = next((i for i, (a, b) in enumerate(zip(base, out)) if a != b), len(base))
+        if any(p <= cut <= p + w.FRONTIER_JITTER + 1 for p in (30, 70)) and out[:30] == base[:30]:
+            continued += 1
+        else:
+            fresh += 1
+    # about half and half (a fresh schedule shares a prefix with `base` only by chance)
+    assert 120 < continued < 280 and fresh > 120
+    # with nothing on the frontier every mutation is a fresh schedule
+    monkeypatch.setattr(w, "SHAPES", w.Shapes())
+    outs = {w.frontier_mutator(base, 64, seed) for seed in range(20)}
+    assert len(outs) == 20 and all(len(o) == 64 and not o.startswith(base[:8]) for o in outs)

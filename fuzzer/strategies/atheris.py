@@ -132,7 +132,7 @@ class AtherisStrategy:
 
     def __init__(self, seed: int = 0, corpus_dir: str | os.PathLike | None = None,
                  max_len: int = DEFAULT_MAX_LEN, jobs: int = 1, log_dir: str | os.PathLike | None = None,
-                 libfuzzer_flags: Sequence[str] = (), mutator: str = "decisions", **_ignored) -> None:
+                 libfuzzer_flags: Sequence[str] = (), mutator: str = "frontier", **_ignored) -> None:
         """`corpus_dir` is used as given (default: per protocol and variant, see
         `default_corpus_dir`); libFuzzer's output goes to `log_dir` (default: `logs` next to
         the corpus tree). `jobs` > 1 runs that many workers on the same corpus, each with its
