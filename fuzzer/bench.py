@@ -2,7 +2,7 @@
 
 * Throughput on the reference scenario (x86/text_poke_bp:correct, 4 CPUs, random schedules):
   schedules/s, steps per schedule, microseconds per step, and the emulator floor measured in the
-  same process (the cheapest code step), as the ratio step / floor. Median of three passes.
+  same process (the cheapest code step), as the ratio step / floor. Median of five passes.
 * Search: for each buggy variant and each strategy, K trials with different seeds and a time
   cap; success rate, median seconds and median schedules to the first finding of the expected
   oracle, and schedules per second. A trial that finds nothing counts as infinitely slow, so a
@@ -44,7 +44,7 @@ def emulator_floor(m: Machine, n: int = 20000) -> float:
 
 
 def throughput(spec: str = REFERENCE, cpus: int = 4, count: int = 3000, seed: int = 0,
-               repeat: int = 3) -> dict:
+               repeat: int = 5) -> dict:
     """Median of `repeat` timed passes over the same schedules (this VM is noisy)."""
     cls, variant = resolve(spec)
     m = Machine(cls, variant, Config(cpus=cpus))

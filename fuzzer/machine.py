@@ -84,7 +84,7 @@ class Frame:
 class Cpu:
     __slots__ = (
         "idx", "hw", "views", "stale", "frames", "sb", "online", "ipis", "in_nmi", "preempted",
-        "skip", "stop", "code_frame", "stop_req", "k", "preempted_until",
+        "skip", "stop", "code_frame", "stop_req", "k", "preempted_until", "plain",
     )
 
     def __init__(self, idx: int, hw, sites: dict[str, SiteState]):
@@ -107,6 +107,13 @@ class Cpu:
         self.stop = None
         self.code_frame: Frame | None = None
         self.stop_req = None
+        self.plain = True
+
+    def sync_plain(self) -> None:
+        """`plain`: online, with no pending IPI, stop_machine request or preemption, so only its
+        top frame's op decides whether it can run (the scheduler's fast path). Called after
+        every change of those fields."""
+        self.plain = self.online and not self.ipis and self.stop_req is None and not self.preempted
 
 
 class _TaskDone(ops.Op):
@@ -210,6 +217,10 @@ class Machine:
         self.ncpus = self.config.cpus
         self.cpus = [Cpu(i, self.arch.new_cpu(self.image, i, hooks), self.sites)
                      for i in range(self.ncpus)]
+        for cpu in self.cpus:
+            cpu.k = K(self, cpu.idx)  # stateless: one per CPU for every run
+        # a site's verdict memo right after a reset (written versions: the old code only)
+        self._fresh_memo = {name: self._memo_for(s) for name, s in self.sites.items()}
         # code that ends in the stop instruction: the address just after it ends a RunCode
         text = self.image.text
         self.end_pcs = {self.image.base + i + 1 for i, b in enumerate(text) if b == 0xF4}
@@ -257,7 +268,9 @@ class Machine:
         # draws: no event, the first runnable CPU in round-robin order, drain everything,
         # take a pending IPI, refresh every fetch unit, run to the next stop. It also stops
         # the runnable scan at that first CPU: the CPUs after it are only checked where the
-        # check itself has effects (a lock's waiter queue, a protocol's wait predicate).
+        # check itself has effects (a lock op: a writer joins the lock's waiter queue; wait
+        # predicates are pure, see K.wait_until). A `plain` CPU's top op alone says whether
+        # it can run.
         ch = self.ch
         data = ch.data  # the schedule's bytes, drawn here directly when no source steers
         cpus = self.cpus
@@ -271,7 +284,7 @@ class Machine:
         step_code = self._step_code
         handlers = self._handlers
         run_code = ops.RunCode
-        effectful = _EFFECTFUL_READY
+        lock_op = ops.LockOp
         fair = False
         while self.finding is None:
             step = self.step = self.step + 1
@@ -294,16 +307,14 @@ class Machine:
                 cpu = None
                 for c in orders[self.last_cpu]:
                     if cpu is None:
-                        if c.online:
-                            if c.ipis or c.stop_req is not None or c.preempted:
-                                if runnable_check(c):
-                                    cpu = c
-                            else:
-                                top = c.frames[-1]
-                                op = top.op
-                                if op is not None and (not op.blocking or ready(c, top, op)):
-                                    cpu = c
-                    elif type(c.frames[-1].op) in effectful:
+                        if c.plain:
+                            top = c.frames[-1]
+                            op = top.op
+                            if op is not None and (not op.blocking or ready(c, top, op)):
+                                cpu = c
+                        elif runnable_check(c):
+                            cpu = c
+                    elif self.lock_ops and type(c.frames[-1].op) is lock_op:
                         runnable_check(c)
                 if cpu is None:
                     if self._drain_all_buffers() or self._end_a_preemption():
@@ -323,15 +334,12 @@ class Machine:
                 # round robin by default: the next runnable CPU after the one stepped last
                 runnable = []
                 for c in orders[self.last_cpu]:
-                    if not c.online:
-                        continue
-                    if c.ipis or c.stop_req is not None or c.preempted:
-                        if runnable_check(c):
+                    if c.plain:
+                        top = c.frames[-1]
+                        op = top.op
+                        if op is not None and (not op.blocking or ready(c, top, op)):
                             runnable.append(c)
-                        continue
-                    top = c.frames[-1]
-                    op = top.op
-                    if op is not None and (not op.blocking or ready(c, top, op)):
+                    elif runnable_check(c):
                         runnable.append(c)
                 if not runnable:
                     if self._drain_all_buffers() or self._end_a_preemption():
@@ -362,16 +370,18 @@ class Machine:
                 else:
                     d = byte(255, "drain", len(sb) + 1)
                     self._drain(cpu, len(sb) if d == 255 else d % (len(sb) + 1))
-            if cpu.ipis and irqs_on(cpu) and (fair or byte(0, "take ipi") < 160):
-                # The handler is atomic and serializing; the CPU then carries on in this step.
-                self._take_ipi(cpu)
-                continue
-            if cpu.stop_req is not None and self._can_park(cpu):
-                self._park(cpu)
-                continue
-            if cpu.preempted and len(cpu.frames) == 1:
-                self._resume_preempted(cpu)
-                continue
+            if not cpu.plain:
+                if cpu.ipis and irqs_on(cpu) and (fair or byte(0, "take ipi") < 160):
+                    # The handler is atomic and serializing; the CPU then carries on in this
+                    # step.
+                    self._take_ipi(cpu)
+                    continue
+                if cpu.stop_req is not None and self._can_park(cpu):
+                    self._park(cpu)
+                    continue
+                if cpu.preempted and len(cpu.frames) == 1:
+                    self._resume_preempted(cpu)
+                    continue
             frame = cpu.frames[-1]
             op = frame.op
             if op.blocking and not ready(cpu, frame, op):
@@ -403,9 +413,12 @@ class Machine:
         self.freed: set[str] = set()
         self.locks: dict[str, Lock] = {}
         self.tasks_left = 0
+        # a lock op was yielded in this run: from then on, the fair path checks the CPUs after
+        # the one it picks for lock ops (their readiness check queues waiting writers)
+        self.lock_ops = False
         for s in self.sites.values():
             s.reset()
-            s._ok = self._memo_for(s)
+            s._ok = self._fresh_memo[s.name]
         proto = self.proto
         hot = self.protocol_cls.uses_hotplug
         for cpu in self.cpus:
@@ -415,7 +428,6 @@ class Machine:
                     view[:] = site.old
                     cpu.hw.write_text(site.addr, site.old)
             cpu.reset()
-            cpu.k = K(self, cpu.idx)
             cpu.hw.restore(cpu.hw.thread_context)
         # frames only once every CPU is reset: a task's first op may already address others
         for cpu in self.cpus:
@@ -447,10 +459,13 @@ class Machine:
         if frame.task:
             self.progress += 1
         try:
-            frame.op = frame.gen.send(value)
+            op = frame.op = frame.gen.send(value)
         except StopIteration as stop:
             frame.op = None
             self._pop(cpu, frame, stop.value)
+            return
+        if type(op) is ops.LockOp:
+            self.lock_ops = True
 
     def _pop(self, cpu: Cpu, frame: Frame, result: Any) -> None:
         assert cpu.frames[-1] is frame
@@ -525,6 +540,7 @@ class Machine:
                 return False
             cpu = cands[ch.byte(0, "preempt cpu", len(cands), self._opts(cands)) % len(cands)]
             cpu.preempted = True
+            cpu.sync_plain()
             if self.cov is not None:
                 self._feat("preempt", self.progress, cpu.frames[-1].at_site is not None)
             # how many steps the task stays off the CPU (IPIs and NMIs are still taken)
@@ -579,6 +595,7 @@ class Machine:
         if self.step < cpu.preempted_until:
             return
         cpu.preempted = False
+        cpu.sync_plain()
         if self.tracing:
             self._t(cpu, "resumes after preemption (iret, serializing)")
         self._serialize(cpu)
@@ -719,6 +736,7 @@ class Machine:
             for other in self.cpus:
                 if other is not cpu and other.online:
                     other.ipis.append(op)
+                    other.sync_plain()
                     op.pending.add(other.idx)
             if self.tracing:
                 self._t(cpu, "sync_cores(): IPI to " + ",".join(f"cpu{i}" for i in sorted(op.pending)))
@@ -785,6 +803,7 @@ class Machine:
         for sync in target.ipis:  # a dying CPU flushes its pending IPIs
             sync.pending.discard(target.idx)
         target.ipis = []
+        target.sync_plain()
         if self.tracing:
             self._t(cpu, f"cpu{op.cpu} goes offline")
         self._advance(cpu, frame, None)
@@ -792,6 +811,7 @@ class Machine:
     def _op_cpu_up(self, cpu, frame, op):
         target = self.cpus[op.cpu]
         target.online = True
+        target.sync_plain()
         self._serialize(target)  # a CPU comes up through reset and the trampoline
         if self.tracing:
             self._t(cpu, f"cpu{op.cpu} comes online")
@@ -805,6 +825,7 @@ class Machine:
         for other in self.cpus:
             if other.idx != cpu_idx and other.online:
                 other.stop_req = sm
+                other.sync_plain()
         return _StopEnter(sm)
 
     def stop_machine_exit(self, enter: _StopEnter):
@@ -817,6 +838,7 @@ class Machine:
     def _park(self, cpu: Cpu) -> None:
         sm = cpu.stop_req
         cpu.stop_req = None
+        cpu.sync_plain()
         sm.arrived.add(cpu.idx)
         if self.tracing:
             self._t(cpu, "enters stop_machine (IRQs off)")
@@ -1238,10 +1260,8 @@ class Machine:
         handler = self.proto.int3_handler(k, addr)
         if not hasattr(handler, "send"):  # a handler that is a plain function: its answer
             handler = _answer(handler)
-        frame = Frame("trap", handler, k, irqs_off=True)
-        frame.tags["trap_addr"] = addr
-        frame.tags["foreign"] = foreign
-        self._push(cpu, frame)
+        self._push(cpu, Frame("trap", handler, k, irqs_off=True,
+                              tags={"trap_addr": addr, "foreign": foreign}))
 
     def _foreign_trap(self, cpu: Cpu) -> None:
         if self.cov is not None:
@@ -1317,6 +1337,7 @@ class Machine:
         for sync in cpu.ipis:
             sync.pending.discard(cpu.idx)
         cpu.ipis = []
+        cpu.sync_plain()
         if self.tracing:
             self._t(cpu, "takes IPI: sync_core (serializing)")
         self._check_resume(cpu, "ipi")
@@ -1406,9 +1427,6 @@ class Machine:
 
 
 _FOREIGN = "foreign"  # a whole written version that is neither old nor new
-# Ops whose readiness check has effects beyond its answer: a lock queues a waiting writer and
-# looks for a deadlock; a wait runs the protocol's predicate.
-_EFFECTFUL_READY = frozenset((ops.LockOp, ops.WaitUntil))
 _GOOD = "good"  # key, in a site's verdict memo, of the versions a handler may emulate
 
 

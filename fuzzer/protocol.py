@@ -35,6 +35,23 @@ class Site:
     new: Any  # bytes, Call or Jmp
 
 
+# read-modify-write functions of the atomics that take no argument: fn(old) -> (new, result)
+def _inc(v):
+    return v + 1, v + 1
+
+
+def _dec(v):
+    return v - 1, v - 1
+
+
+def _dec_and_test(v):
+    return v - 1, v - 1 == 0
+
+
+def _inc_not_zero(v):
+    return (v + 1, True) if v else (v, False)
+
+
 class K:
     """The kernel interface a protocol coroutine uses: every method returns an op to yield.
 
@@ -79,16 +96,16 @@ class K:
         return ops.Fence("rmb")
 
     def atomic_inc(self, var: str) -> ops.Atomic:
-        return ops.Atomic(var, lambda v: (v + 1, v + 1), "atomic_inc")
+        return ops.Atomic(var, _inc, "atomic_inc")
 
     def atomic_dec(self, var: str) -> ops.Atomic:
-        return ops.Atomic(var, lambda v: (v - 1, v - 1), "atomic_dec")
+        return ops.Atomic(var, _dec, "atomic_dec")
 
     def atomic_dec_and_test(self, var: str) -> ops.Atomic:
-        return ops.Atomic(var, lambda v: (v - 1, v - 1 == 0), "atomic_dec_and_test")
+        return ops.Atomic(var, _dec_and_test, "atomic_dec_and_test")
 
     def inc_not_zero(self, var: str) -> ops.Atomic:
-        return ops.Atomic(var, lambda v: (v + 1, True) if v else (v, False), "atomic_inc_not_zero")
+        return ops.Atomic(var, _inc_not_zero, "atomic_inc_not_zero")
 
     def cmpxchg(self, var: str, old: Any, new: Any) -> ops.Atomic:
         return ops.Atomic(var, lambda v: (new if v == old else v, v), "cmpxchg")
@@ -100,6 +117,8 @@ class K:
         return self.atomic_inc(var)
 
     def wait_until(self, var: str, pred, what: str = "") -> ops.WaitUntil:
+        """Block until `pred(value of var)` holds. `pred` must be pure: the scheduler calls it
+        whenever it asks whether this CPU can run, as often as it likes."""
         return ops.WaitUntil(var, pred, what or var)
 
     def alloc(self, var: str, value: Any) -> ops.Alloc:

@@ -32,9 +32,14 @@ static ctx_fn p_ctx_restore;
 #define UNTIL 0xFFFFFFFFFFFF0000ULL
 
 /* indices into the per-CPU int64 state array shared with the site hook (x86_64.py) */
+#define ST_SKIP 0
+#define ST_HIT_ADDR 1
 #define ST_HIT 2
+#define ST_ENABLED 3
 #define ST_INTR 4
 #define ST_INTNO 5
+#define ST_STATUS 6
+#define DETAILS (-2)
 
 static int bound(void)
 {
@@ -75,21 +80,33 @@ static PyObject *bind(PyObject *self, PyObject *const *args, Py_ssize_t n)
     Py_RETURN_NONE;
 }
 
-/* emu_start(uc, begin, count) -> status */
-static PyObject *emu_start(PyObject *self, PyObject *const *args, Py_ssize_t n)
+/* run(uc, st, begin, count, skip) -> the address of the site the CPU stopped in front of, -1
+ * when the count ran out, or DETAILS (-2) when a trap or an emulator error needs a look at st
+ * (ST_INTR, ST_INTNO, ST_STATUS). X86Cpu.run() in one call: the hook state is set up around
+ * uc_emu_start as the Python fallback does it. */
+static PyObject *run(PyObject *self, PyObject *const *args, Py_ssize_t n)
 {
-    if (n != 3) {
-        PyErr_SetString(PyExc_TypeError, "emu_start(uc, begin, count)");
+    if (n != 5) {
+        PyErr_SetString(PyExc_TypeError, "run(uc, st, begin, count, skip)");
         return NULL;
     }
     if (!bound())
         return NULL;
     void *uc = as_ptr(args[0]);
-    uint64_t begin = PyLong_AsUnsignedLongLong(args[1]);
-    size_t count = PyLong_AsSize_t(args[2]);
+    int64_t *st = (int64_t *)as_ptr(args[1]);
+    uint64_t begin = PyLong_AsUnsignedLongLong(args[2]);
+    size_t count = PyLong_AsSize_t(args[3]);
+    long long skip = PyLong_AsLongLong(args[4]);
     if (PyErr_Occurred())
         return NULL;
-    return PyLong_FromLong(p_emu_start(uc, begin, UNTIL, 0, count));
+    st[ST_SKIP] = skip;
+    st[ST_HIT] = 0;
+    int status = p_emu_start(uc, begin, UNTIL, 0, count);
+    st[ST_ENABLED] = 1;
+    st[ST_STATUS] = status;
+    if (status != 0 || st[ST_INTR])
+        return PyLong_FromLong(DETAILS);
+    return PyLong_FromLongLong(st[ST_HIT] ? st[ST_HIT_ADDR] : -1);
 }
 
 /* reg_read(uc, regid) -> value (registers up to 64 bits) */
@@ -177,7 +194,7 @@ static PyObject *intr_hook_address(PyObject *self, PyObject *unused)
 
 static PyMethodDef methods[] = {
     {"bind", (PyCFunction)(void (*)(void))bind, METH_FASTCALL, "Hand over libunicorn's entry points."},
-    {"emu_start", (PyCFunction)(void (*)(void))emu_start, METH_FASTCALL, "uc_emu_start(uc, begin, UNTIL, 0, count)"},
+    {"run", (PyCFunction)(void (*)(void))run, METH_FASTCALL, "A CPU's slice: uc_emu_start with the site hook's state"},
     {"reg_read", (PyCFunction)(void (*)(void))reg_read, METH_FASTCALL, "uc_reg_read of a register up to 64 bits"},
     {"reg_write", (PyCFunction)(void (*)(void))reg_write, METH_FASTCALL, "uc_reg_write of a register up to 64 bits"},
     {"context_save", (PyCFunction)(void (*)(void))context_save, METH_FASTCALL, "uc_context_save"},

@@ -67,7 +67,9 @@ _RIP, _RSP, _EFLAGS = (ctypes.c_int(r) for r in (X.UC_X86_REG_RIP, X.UC_X86_REG_
 
 # The site hook's state, shared with the hooks: one int64 array per CPU. _INTR/_INTNO: an
 # interrupt the native interrupt hook recorded, reported to the machine after the run.
-_SKIP, _HIT_ADDR, _HIT, _ENABLED, _INTR, _INTNO = range(6)
+# _STATUS: uc_emu_start's status, when the direct call returns _DETAILS.
+_SKIP, _HIT_ADDR, _HIT, _ENABLED, _INTR, _INTNO, _STATUS = range(7)
+_DETAILS = -2
 
 
 def _direct_calls():
@@ -376,7 +378,8 @@ class X86Cpu:
         self._a_count = ctypes.c_size_t()
         self._if: bool | None = None  # EFLAGS.IF, cached until the registers may change
         # Site hook state (see _native_site_hook): skip, hit address, hit flag, enabled.
-        self._st_buf = (ctypes.c_int64 * 6)(-1, 0, 0, 1, 0, 0)
+        self._st_buf = (ctypes.c_int64 * 7)(-1, 0, 0, 1, 0, 0, 0)
+        self._st_addr = ctypes.addressof(self._st_buf)
         self._st = memoryview(self._st_buf).cast("B").cast("q")
         if _NATIVE_SITE_HOOK is not None:
             self._site_cb = _NATIVE_SITE_HOOK
@@ -568,18 +571,21 @@ class X86Cpu:
             self._switch()
         uc = self.uc
         st = self._st
-        st[_SKIP] = skip
-        st[_HIT] = 0
         if not sites:
             st[_ENABLED] = 0
         self._if = None
         if _DIRECT is not None:
-            status = _DIRECT.emu_start(self._uch_addr, pc, count)
+            hit = _DIRECT.run(self._uch_addr, self._st_addr, pc, count, skip)
+            if hit != _DETAILS and uc._hook_exception is None:
+                return hit  # a site stop or the end of the count: the common case
+            status = st[_STATUS]
         else:
+            st[_SKIP] = skip
+            st[_HIT] = 0
             self._a_begin.value = pc
             self._a_count.value = count
             status = _emu_start(self._uch, self._a_begin, _UNTIL, _NO_TIMEOUT, self._a_count)
-        st[_ENABLED] = 1
+            st[_ENABLED] = 1
         exc = uc._hook_exception
         if exc is not None:
             uc._hook_exception = None

@@ -412,14 +412,19 @@ _MODEL = {
                  "cpus", "locks", "step"},
                 # configuration and the generated image: fixed for the machine's lifetime
                 {"config", "protocol_cls", "variant", "arch", "stop_machine_serializes", "image",
-                 "site_by_addr", "_site_ranges", "end_pcs", "ncpus", "_sym_sorted",
+                 "site_by_addr", "_site_ranges", "end_pcs", "ncpus", "_sym_sorted", "_fresh_memo",
                  # this run's bookkeeping: the choice source itself; coverage and trace only;
                  # None/False until the run ends; counted only once a schedule runs out
-                 "ch", "cov", "progress", "writer", "trace", "tracing", "finding", "in_aftermath",
-                 "fair_steps"}),
+                 "ch", "cov", "cov_at", "progress", "writer", "trace", "tracing", "finding",
+                 "in_aftermath", "fair_steps",
+                 # "a lock op was yielded": it matters only while one is on a CPU's stack, and
+                 # then it is True in every state
+                 "lock_ops"}),
     "Cpu": ({"online", "in_nmi", "preempted", "preempted_until", "skip", "views", "stale", "sb", "ipis",
              "stop_req", "frames", "code_frame", "hw"},
-            {"idx", "k", "stop"}),  # identity; `stop` is reset before each slice reads it
+            # identity; `stop` is reset before each slice reads it; `plain` is derived from
+            # online, ipis, stop_req and preempted
+            {"idx", "k", "stop", "plain"}),
     "Frame": ({"kind", "gen", "op", "irqs_off", "pc", "code_active", "saved_ctx", "poke_pos", "task",
                "at_site", "tags"}, {"k"}),
     "SiteState": ({"truth", "intended"}, {"name", "addr", "size", "end", "old", "new", "func", "_ok"}),
