@@ -305,17 +305,21 @@ class Machine:
             if fair:
                 ch.defaulted = True  # what the event draw would record
                 cpu = None
-                for c in orders[self.last_cpu]:
-                    if cpu is None:
-                        if c.plain:
-                            top = c.frames[-1]
-                            op = top.op
-                            if op is not None and (not op.blocking or ready(c, top, op)):
-                                cpu = c
-                        elif runnable_check(c):
+                order = orders[self.last_cpu]
+                for c in order:
+                    if c.plain:
+                        top = c.frames[-1]
+                        op = top.op
+                        if op is not None and (not op.blocking or ready(c, top, op)):
                             cpu = c
-                    elif self.lock_ops and type(c.frames[-1].op) is lock_op:
-                        runnable_check(c)
+                            break
+                    elif runnable_check(c):
+                        cpu = c
+                        break
+                if self.lock_ops and cpu is not None:
+                    for c in order[order.index(cpu) + 1:]:
+                        if type(c.frames[-1].op) is lock_op:
+                            runnable_check(c)
                 if cpu is None:
                     if self._drain_all_buffers() or self._end_a_preemption():
                         continue
