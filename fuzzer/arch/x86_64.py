@@ -377,7 +377,8 @@ class X86Cpu:
         self._a_begin = ctypes.c_uint64()
         self._a_count = ctypes.c_size_t()
         self._if: bool | None = None  # EFLAGS.IF, cached until the registers may change
-        # Site hook state (see _native_site_hook): skip, hit address, hit flag, enabled.
+        # Hook state shared with the native hooks and the direct run call (the _SKIP .. _STATUS
+        # indices above; see _native_site_hook and _unicorn_calls.c).
         self._st_buf = (ctypes.c_int64 * 7)(-1, 0, 0, 1, 0, 0, 0)
         self._st_addr = ctypes.addressof(self._st_buf)
         self._st = memoryview(self._st_buf).cast("B").cast("q")
