@@ -39,7 +39,7 @@ STATS_PERIOD = 0.2
 TAIL_SHARE = 0.5  # of mutations that keep a prefix and draw a random continuation
 DECISION_SHARE = 0.5  # of mutations that edit whole decisions (when the input's steps are known)
 SHAPES_KEPT = 1 << 15  # inputs whose decision structure is remembered
-POOL_KEPT = 1 << 12  # inputs with new features, for splicing
+POOL_KEPT = 1 << 12  # inputs with new features, for continuations and splicing
 # insert an event near another, insert anywhere, move, delete, splice, redraw one answer
 OP_WEIGHTS = (2, 1, 1, 1, 1, 4)
 NEAR = 4  # steps either side of an existing event where a second one is inserted
@@ -68,12 +68,11 @@ class _Recorder:
 
 
 class Shapes:
-    """Decision structure of recently run inputs, and a pool of inputs that found new
-    features. Shared by the harness (which records) and the mutator (which reads)."""
+    """Decision structure of recently run inputs, and the inputs that found new features.
+    Shared by the harness (which records) and the mutators (which read)."""
 
     def __init__(self) -> None:
         self.shapes: dict[bytes, tuple[tuple[str, ...], tuple[int, ...]]] = {}
-        self.pool: list[bytes] = []
         # inputs that found new features, with the decision counts at which they did
         self.frontier: list[tuple[bytes, tuple[int, ...]]] = []
         self.rng = random.Random(0)
@@ -85,13 +84,10 @@ class Shapes:
                 del self.shapes[key]
         self.shapes[data] = (tuple(rec.whats), tuple(rec.ns))
         if novel_at:
-            if len(self.pool) < POOL_KEPT:
-                self.pool.append(data)
+            if len(self.frontier) < POOL_KEPT:
                 self.frontier.append((data, novel_at))
             else:
-                i = self.rng.randrange(POOL_KEPT)
-                self.pool[i] = data
-                self.frontier[i] = (data, novel_at)
+                self.frontier[self.rng.randrange(POOL_KEPT)] = (data, novel_at)
 
 
 SHAPES = Shapes()
@@ -233,8 +229,8 @@ def decision_mutation(data: bytes, whats: tuple[str, ...], ns: tuple[int, ...], 
     elif op == 3:  # delete a whole step, events first
         i = rng.choice(events) if events and rng.random() < 0.5 else rng.randrange(len(steps))
         out = data[:bounds[i]] + data[bounds[i + 1]:]
-    elif op == 4 and SHAPES.pool:  # splice: this input's first steps, another's later ones
-        other = rng.choice(SHAPES.pool)
+    elif op == 4 and SHAPES.frontier:  # splice: this input's first steps, another's later ones
+        other = rng.choice(SHAPES.frontier)[0]
         shape = SHAPES.shapes.get(other)
         cut = rng.choice(bounds)
         if shape is not None:
