@@ -41,18 +41,18 @@ static ctx_fn p_ctx_restore;
 #define ST_STATUS 6
 #define DETAILS (-2)
 
-static int bound(void)
+/* Every call's prologue: the argument count, and bind() done. */
+static int usable(Py_ssize_t n, Py_ssize_t want, const char *usage)
 {
+    if (n != want) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return 0;
+    }
     if (p_emu_start == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "_unicorn_calls.bind() was not called");
         return 0;
     }
     return 1;
-}
-
-static void *as_ptr(PyObject *o)
-{
-    return PyLong_AsVoidPtr(o);
 }
 
 static PyObject *bind(PyObject *self, PyObject *const *args, Py_ssize_t n)
@@ -64,7 +64,7 @@ static PyObject *bind(PyObject *self, PyObject *const *args, Py_ssize_t n)
     }
     void *p[6];
     for (int i = 0; i < 6; i++) {
-        p[i] = as_ptr(args[i]);
+        p[i] = PyLong_AsVoidPtr(args[i]);
         if (p[i] == NULL) {
             if (!PyErr_Occurred())
                 PyErr_SetString(PyExc_ValueError, "null function address");
@@ -86,14 +86,10 @@ static PyObject *bind(PyObject *self, PyObject *const *args, Py_ssize_t n)
  * uc_emu_start as the Python fallback does it. */
 static PyObject *run(PyObject *self, PyObject *const *args, Py_ssize_t n)
 {
-    if (n != 5) {
-        PyErr_SetString(PyExc_TypeError, "run(uc, st, begin, count, skip)");
+    if (!usable(n, 5, "run(uc, st, begin, count, skip)"))
         return NULL;
-    }
-    if (!bound())
-        return NULL;
-    void *uc = as_ptr(args[0]);
-    int64_t *st = (int64_t *)as_ptr(args[1]);
+    void *uc = PyLong_AsVoidPtr(args[0]);
+    int64_t *st = (int64_t *)PyLong_AsVoidPtr(args[1]);
     uint64_t begin = PyLong_AsUnsignedLongLong(args[2]);
     size_t count = PyLong_AsSize_t(args[3]);
     long long skip = PyLong_AsLongLong(args[4]);
@@ -112,13 +108,9 @@ static PyObject *run(PyObject *self, PyObject *const *args, Py_ssize_t n)
 /* reg_read(uc, regid) -> value (registers up to 64 bits) */
 static PyObject *reg_read(PyObject *self, PyObject *const *args, Py_ssize_t n)
 {
-    if (n != 2) {
-        PyErr_SetString(PyExc_TypeError, "reg_read(uc, regid)");
+    if (!usable(n, 2, "reg_read(uc, regid)"))
         return NULL;
-    }
-    if (!bound())
-        return NULL;
-    void *uc = as_ptr(args[0]);
+    void *uc = PyLong_AsVoidPtr(args[0]);
     int reg = (int)PyLong_AsLong(args[1]);
     if (PyErr_Occurred())
         return NULL;
@@ -134,13 +126,9 @@ static PyObject *reg_read(PyObject *self, PyObject *const *args, Py_ssize_t n)
 /* reg_write(uc, regid, value) -> status */
 static PyObject *reg_write(PyObject *self, PyObject *const *args, Py_ssize_t n)
 {
-    if (n != 3) {
-        PyErr_SetString(PyExc_TypeError, "reg_write(uc, regid, value)");
+    if (!usable(n, 3, "reg_write(uc, regid, value)"))
         return NULL;
-    }
-    if (!bound())
-        return NULL;
-    void *uc = as_ptr(args[0]);
+    void *uc = PyLong_AsVoidPtr(args[0]);
     int reg = (int)PyLong_AsLong(args[1]);
     uint64_t v = PyLong_AsUnsignedLongLong(args[2]);
     if (PyErr_Occurred())
@@ -150,14 +138,10 @@ static PyObject *reg_write(PyObject *self, PyObject *const *args, Py_ssize_t n)
 
 static PyObject *ctx_call(ctx_fn fn, PyObject *const *args, Py_ssize_t n, const char *usage)
 {
-    if (n != 2) {
-        PyErr_SetString(PyExc_TypeError, usage);
+    if (!usable(n, 2, usage))
         return NULL;
-    }
-    if (!bound())
-        return NULL;
-    void *uc = as_ptr(args[0]);
-    void *ctx = as_ptr(args[1]);
+    void *uc = PyLong_AsVoidPtr(args[0]);
+    void *ctx = PyLong_AsVoidPtr(args[1]);
     if (PyErr_Occurred())
         return NULL;
     return PyLong_FromLong(fn(uc, ctx));
@@ -187,7 +171,7 @@ static void intr_hook(void *uc, uint32_t intno, void *user_data)
 
 static PyObject *intr_hook_address(PyObject *self, PyObject *unused)
 {
-    if (!bound())
+    if (!usable(0, 0, "intr_hook_address()"))
         return NULL;
     return PyLong_FromVoidPtr((void *)intr_hook);
 }
