@@ -179,6 +179,10 @@ class RunResult:
     # for each feature, how many decisions had been drawn when it occurred: the schedule's
     # first `feature_at[i]` bytes lead to the state that produced `features[i]`
     feature_at: list[int] | None = None
+    # indices into `features` of the ones whose state is one step from an oracle's violation
+    # (a text store while another CPU fetches other bytes there; a free while a frame that
+    # read the variable still runs): where a search should spend its next runs
+    near: list[int] | None = None
     abandoned: bool = False  # the choice source stopped the run early (pruned)
 
     @property
@@ -245,7 +249,8 @@ class Machine:
         except Abandon:
             return RunResult(finding=None, steps=self.step, trace=self.trace, completed=False,
                              schedule_used=len(self.ch.used), schedule=self.ch.used,
-                             features=self.cov, feature_at=self.cov_at, abandoned=True)
+                             features=self.cov, feature_at=self.cov_at, near=self.near,
+                             abandoned=True)
         if self.finding is not None and self.finding.oracle in ("torn-fetch", "mid-insn-resume"):
             self._aftermath(self.cpus[self.finding.cpu])
         return RunResult(
@@ -257,6 +262,7 @@ class Machine:
             schedule=self.ch.used,
             features=self.cov,
             feature_at=self.cov_at,
+            near=self.near,
         )
 
     def _loop(self) -> None:
@@ -403,6 +409,7 @@ class Machine:
         self.ch = Choices(schedule, source)
         self.cov: list[int] | None = [] if coverage else None
         self.cov_at: list[int] | None = [] if coverage else None
+        self.near: list[int] | None = [] if coverage else None
         self.progress = 0  # ops executed by the protocol's tasks: "which patcher step"
         self.writer: dict[str, str] = {}  # var -> who wrote the value memory holds
         self.tracing = trace
@@ -576,8 +583,11 @@ class Machine:
         return tuple(sorted(f.kind for c in self.cpus if c is not writer for f in c.frames
                             if var in f.tags.get("read", ())))
 
-    def _feat(self, *parts: Any) -> None:
-        """One interleaving-coverage feature (crc32, not hash(): str hashing is randomized)."""
+    def _feat(self, *parts: Any, near: bool = False) -> None:
+        """One interleaving-coverage feature (crc32, not hash(): str hashing is randomized).
+        `near`: this state is one step from an oracle's violation (RunResult.near)."""
+        if near:
+            self.near.append(len(self.cov))
         self.cov.append(zlib.crc32(repr(parts).encode()))
         self.cov_at.append(self.ch.drawn)
 
@@ -668,7 +678,8 @@ class Machine:
         off, data = units[frame.poke_pos]
         frame.poke_pos += 1
         if self.cov is not None:
-            self._feat("poke", site.name, off, frame.kind, self._fetching(site, cpu, off, data))
+            fetching = self._fetching(site, cpu, off, data)
+            self._feat("poke", site.name, off, frame.kind, fetching, near=bool(fetching))
         cpu.sb.append((("text", site), (off, data)))
         if self.arch.own_store_visible_to_fetch:
             self._set_view(cpu, site, off, data)
@@ -715,6 +726,9 @@ class Machine:
     def _op_free(self, cpu, frame, op):
         self._drain(cpu, len(cpu.sb))
         self.freed.add(op.var)
+        if self.cov is not None:
+            readers = self._readers_in_flight(op.var, cpu)
+            self._feat("free", op.var, self.progress, readers, near=bool(readers))
         if self.tracing:
             self._t(cpu, f"free {op.var}")
         self._advance(cpu, frame, None)
@@ -979,7 +993,8 @@ class Machine:
                 for other in self.cpus:
                     other.stale.add(site)  # maybe stale: checked against the truth at fetch
                 if self.cov is not None:
-                    self._feat("text-drain", site.name, off, self._fetching(site, cpu, off, data))
+                    fetching = self._fetching(site, cpu, off, data)
+                    self._feat("text-drain", site.name, off, fetching, near=bool(fetching))
                 if self.tracing:
                     self._t(cpu, f"drain: {site.name}+{off} = {data.hex(' ')} reaches memory")
             else:

@@ -223,6 +223,76 @@ def test_feature_positions_name_the_prefix_that_reaches_each_feature():
     assert checked > 50
 
 
+def _near_misses(spec: str, want: int, seed: int = 0) -> tuple[Machine, list[bytes]]:
+    """Prefixes of swarm schedules that end where the run came near a violation."""
+    from fuzzer.strategies.atheris_worker import swarm_schedule
+
+    machine = _machine(spec)
+    rng = __import__("random").Random(seed)
+    out = []
+    for _ in range(5000):
+        r = machine.run(swarm_schedule(rng, 256), coverage=True)
+        if r.near and r.finding is None:
+            out.append(r.schedule[:r.feature_at[r.near[0]]])
+            if len(out) == want:
+                return machine, out
+    raise AssertionError(f"{len(out)} near misses in 5000 runs")
+
+
+def test_a_near_miss_is_a_state_from_which_the_violation_is_likely():
+    """RunResult.near marks states one step from a violation: random continuations of such a
+    state find the torn fetch of ftrace_nmi_2008:correct far more often than fresh runs do."""
+    from random import Random
+
+    from fuzzer.strategies.atheris_worker import swarm_schedule
+
+    machine, prefixes = _near_misses("x86/ftrace_nmi_2008:correct", 6)
+    rng = Random(1)
+    tries = 20 * len(prefixes)
+    continued = sum(machine.run(p + swarm_schedule(rng, 256 - len(p))).verdict == "crash"
+                    for p in prefixes for _ in range(20))
+    fresh = sum(machine.run(swarm_schedule(rng, 256)).verdict == "crash" for _ in range(tries))
+    assert continued >= tries // 8 and fresh <= tries // 40, (continued, fresh, tries)
+
+
+def test_near_misses_point_into_the_features():
+    machine = _machine("x86/text_poke_bp:correct")
+    r = machine.run(b"\x00" * 256, coverage=True)  # int3 goes in under running CPUs
+    assert r.near and all(0 <= i < len(r.features) for i in r.near)
+    assert machine.run(b"\x00" * 256).near is None  # only with coverage
+
+
+def test_swarm_schedules_vary_the_density_of_each_event_kind():
+    from random import Random
+
+    from fuzzer.machine import EV_FOREIGN, EV_NMI
+    from fuzzer.strategies.atheris_worker import swarm_schedule
+
+    scheds = [swarm_schedule(Random(seed), 256) for seed in range(200)]
+    assert scheds == [swarm_schedule(Random(seed), 256) for seed in range(200)]
+    assert all(len(s) == 256 for s in scheds) and len(swarm_schedule(Random(0), 7)) == 7
+    nmi = sorted(sum(EV_NMI <= b < EV_FOREIGN for b in s) / 256 for s in scheds)
+    # uniform bytes ask for an NMI at 1/16 of the steps; a swarm schedule at 1/16 plus its own
+    # random share of up to SWARM_DENSITY: some barely more, some nearly three times as often
+    assert nmi[10] < 0.08 and nmi[-10] > 0.14 and 0.08 < nmi[100] < 0.14
+
+
+def test_frontier_mutator_spends_its_runs_on_a_queued_near_miss(monkeypatch):
+    from fuzzer.strategies import atheris_worker as w
+
+    base = bytes(range(100, 200))
+    shapes = w.Shapes()
+    shapes.frontier.append((base, (70,)))
+    shapes.near.append([base, (40,), 5])
+    monkeypatch.setattr(w, "SHAPES", shapes)
+    outs = [w.frontier_mutator(b"ignored", 128, seed) for seed in range(60)]
+    assert all(len(o) == 128 for o in outs)
+    near = [i for i, o in enumerate(outs) if o[:40] == base[:40] and o[40] != base[40]]
+    # the first mutations continue from the near miss until its runs are used up, then it
+    # leaves the queue and the frontier and fresh schedules take over
+    assert len(near) == 5 and near[-1] < 12 and not shapes.near
+
+
 def test_frontier_mutator_continues_from_where_an_input_found_something_new(monkeypatch):
     from fuzzer.strategies import atheris_worker as w
 

@@ -27,11 +27,14 @@ import os
 import random
 import sys
 import time
+from bisect import bisect_right
+from collections import deque
 from collections.abc import Callable, Sequence
+from itertools import accumulate
 from typing import IO
 
 from ..decisions import CPU_DRAWS, EVENT_BYTE
-from ..machine import Config, Machine
+from ..machine import EV_DRAIN, EV_FOREIGN, EV_NMI, EV_PREEMPT, Config, Machine
 from ..protocols import resolve
 
 COUNTERS = 1 << 16  # one block for every feature: libFuzzer has only 4096 module slots
@@ -45,6 +48,11 @@ OP_WEIGHTS = (2, 1, 1, 1, 1, 4)
 NEAR = 4  # steps either side of an existing event where a second one is inserted
 FRESH_SHARE = 0.5  # of frontier mutations that are fresh random schedules
 FRONTIER_JITTER = 4  # decisions kept past the point where an input found a new feature
+NEAR_SHARE = 0.8  # of mutations spent on near misses while any is queued
+NEAR_RUNS = 8  # continuations of one near miss before it leaves the queue
+NEAR_KEPT = 1 << 10  # near misses queued at most (the oldest are dropped)
+# the most each event kind can add to a fresh schedule's share of bytes (swarm_schedule)
+SWARM_DENSITY = 0.1
 
 
 class _Recorder:
@@ -76,6 +84,9 @@ class Shapes:
         # inputs that found new features, with the decision counts at which they did
         self.frontier: list[tuple[bytes, tuple[int, ...]]] = []
         self.rng = random.Random(0)
+        # inputs whose run came one step from an oracle's violation at a state no run had
+        # reached before: [input, decision counts of those states, continuations left]
+        self.near: deque[list] = deque(maxlen=NEAR_KEPT)
 
     def keep(self, data: bytes, rec: _Recorder, novel_at: tuple[int, ...]) -> None:
         if len(self.shapes) >= SHAPES_KEPT:
@@ -147,14 +158,19 @@ class Harness:
         # looked up per call: the name is bound to a no-op stub until libFuzzer is running
         trace = atheris._trace_branch
         base, seen = self.base, self.seen
-        novel_at = []
-        for f, at in zip(result.features or (), result.feature_at or ()):
+        novel: dict[int, int] = {}  # feature index -> decisions drawn when it occurred
+        for i, (f, at) in enumerate(zip(result.features or (), result.feature_at or ())):
             trace(base + f % COUNTERS)
             if f not in seen:
                 seen.add(f)
                 self.fresh.append(f)
-                novel_at.append(at)
-        SHAPES.keep(data, rec, tuple(sorted(set(novel_at))))
+                novel[i] = at
+        SHAPES.keep(data, rec, tuple(sorted(set(novel.values()))))
+        # a near miss is queued only where its feature is new: in a protocol that comes near
+        # in every run (text_poke_bp pokes int3 under running CPUs) the queue stays short
+        near_at = sorted({novel[i] for i in result.near or () if i in novel})
+        if near_at:
+            SHAPES.near.append([data, tuple(near_at), NEAR_RUNS])
         finding = result.finding
         if finding is not None and not result.abandoned:
             sig = finding.signature
@@ -282,28 +298,64 @@ def decision_mutator(data: bytes, max_size: int, seed: int) -> bytes:
     return atheris.Mutate(data, max_size)
 
 
+_EVENT_RANGES = ((EV_NMI, EV_FOREIGN), (EV_FOREIGN, EV_PREEMPT), (EV_PREEMPT, EV_DRAIN),
+                 (EV_DRAIN, 256))
+
+
+def swarm_schedule(rng: random.Random, size: int) -> bytes:
+    """Random bytes, with each event kind (NMI, foreign trap, preemption, drain) made more
+    frequent by its own random amount: swarm testing (Groce et al., ISSTA 2012). A uniform
+    byte asks for an NMI at 1 step in 16; races that need two NMIs in one window want
+    schedules dense in NMIs, others want few, and one fixed density serves neither.
+
+    Measured on ftrace_nmi_2008:correct (4 CPUs, 4,000 schedules each): uniform bytes came near
+    the violation once in 154 runs and hit it once in 400; swarm schedules once in 71 and once
+    in 190. On the easy bugs the cost is small (text_poke_bp:no-final-sync hit 1 in 6.2 -> 8.0,
+    ftrace_nmi_2008:no-wait 1 in 11 -> 13.5)."""
+    # cumulative: a byte becomes event kind k when its draw falls in [ends[k-1], ends[k])
+    ends = list(accumulate(rng.uniform(0, SWARM_DENSITY) for _ in _EVENT_RANGES))
+    out = bytearray(rng.randbytes(size))
+    for i in range(size):
+        x = rng.random()
+        if x < ends[-1]:
+            lo, hi = _EVENT_RANGES[bisect_right(ends, x)]
+            out[i] = rng.randrange(lo, hi)
+    return bytes(out)
+
+
 def frontier_mutator(data: bytes, max_size: int, seed: int) -> bytes:
-    """Fresh schedules, and continuations of the states where schedules found something new.
+    """Near misses first, then fresh schedules and continuations of the states where
+    schedules found something new.
 
-    Half the mutations are fresh random schedules of the full length. The other half pick an
-    input that found new features (uniformly) and one of the points where it did, keep its
-    decisions up to a few past that point (the state the new feature came from) and draw a
-    random continuation to the full length. libFuzzer's choice of `data` is not used: its
-    corpus holds hundreds of inputs after a few hundred runs, and a continuation of a state is
-    what a new feature is worth here.
+    * While a near miss is queued (an input came one step from an oracle's violation at a
+      state never reached before, see RunResult.near), most mutations continue from exactly
+      that state, NEAR_RUNS times. From there a random continuation completes the violation
+      in about a third of the runs (ftrace_nmi_2008:correct: 17-100 %, median 35 %, over 23
+      near misses), against 1 in 190 from scratch.
+    * Otherwise half the mutations are fresh swarm schedules of the full length, and half pick
+      an input that found new features (uniformly) and one of the points where it did, keep
+      its decisions up to a few past that point and draw a swarm continuation to the full
+      length. libFuzzer's choice of `data` is not used: its corpus holds hundreds of inputs
+      after a few hundred runs, and a continuation of a state is what a new feature is worth.
 
-    Measured on ftrace_nmi_2008:correct (4 CPUs, seeds 1..82, schedules to the first finding,
-    median / geometric mean over two blocks of 41 seeds): `decisions` 790 / 651 and 848 / 564;
-    this mutator 205 / 194 and 144 / 141. Most of the gain is the length: a control with fresh
-    full-length schedules only gave 215 / 175 and 149 / 143, i.e. on this bug the frontier
-    half costs nothing and adds nothing measurable (BENCHMARKS.md has the whole table)."""
+    Schedules to the first finding on ftrace_nmi_2008:correct, 4 CPUs, seeds 1..123, median:
+    790 with `decisions`, about 200 with uniform fresh schedules and continuations, 79 with
+    this mutator (BENCHMARKS.md has the controls)."""
     rng = random.Random(seed)
+    near = SHAPES.near
+    while near and near[0][2] <= 0:
+        near.popleft()
+    if near and rng.random() < NEAR_SHARE:
+        entry = near[0]
+        entry[2] -= 1
+        base, cut = entry[0], min(len(entry[0]), rng.choice(entry[1]))
+        return base[:cut] + swarm_schedule(rng, max(0, max_size - cut))
     front = SHAPES.frontier
     if front and rng.random() >= FRESH_SHARE:
         base, novel_at = rng.choice(front)
         cut = min(len(base), rng.choice(novel_at) + rng.randint(0, FRONTIER_JITTER))
-        return base[:cut] + rng.randbytes(max(0, max_size - cut))
-    return rng.randbytes(max_size)
+        return base[:cut] + swarm_schedule(rng, max(0, max_size - cut))
+    return swarm_schedule(rng, max_size)
 
 
 MUTATORS: dict[str, Callable[[bytes, int, int], bytes] | None] = {

@@ -415,7 +415,7 @@ _MODEL = {
                  "site_by_addr", "_site_ranges", "end_pcs", "ncpus", "_sym_sorted", "_fresh_memo",
                  # this run's bookkeeping: the choice source itself; coverage and trace only;
                  # None/False until the run ends; counted only once a schedule runs out
-                 "ch", "cov", "cov_at", "progress", "writer", "trace", "tracing", "finding",
+                 "ch", "cov", "cov_at", "near", "progress", "writer", "trace", "tracing", "finding",
                  "in_aftermath", "fair_steps",
                  # "a lock op was yielded": it matters only while one is on a CPU's stack, and
                  # then it is True in every state
