@@ -35,6 +35,7 @@ def test_finds_missing_final_sync_and_the_schedule_replays(tmp_path):
                on_progress=lambda r: progress.append(r.schedules))
     assert res.schedules == BUDGET
     assert res.stats["coverage_features"] > 0 and res.stats["corpus"] > 0
+    assert res.stats["near_misses"] > 0  # int3 goes into sites that other CPUs are fetching
     assert progress == sorted(progress)
     hits = [rec for rec in res.crashes.values() if rec.finding.oracle == "unhandled-trap"]
     assert hits, {rec.finding.oracle: rec.finding.title for rec in res.crashes.values()}
@@ -53,6 +54,8 @@ def test_correct_variant_stays_clean(tmp_path):
     res = fuzz(_machine("x86/text_poke_bp:correct"), _strategy(tmp_path), schedules=BUDGET)
     assert res.schedules == BUDGET
     assert res.crashes == {}
+    # clean although the search came within one step of a torn fetch, more than once
+    assert res.stats["near_misses"] > 1
 
 
 def test_corpus_persists_and_a_second_campaign_resumes_from_it(tmp_path):

@@ -71,6 +71,7 @@ class _Job:
         self.corpus = 0
         self.initial_features: int | None = None
         self.hits: dict[str, int] = {}
+        self.near = 0
         self.stopped_by_parent = False
 
     def read_lines(self) -> list[dict]:
@@ -310,6 +311,7 @@ class AtherisStrategy:
             job.runs = max(job.runs, line["runs"])
             job.corpus = line["corpus"]
             job.hits = line["hits"]
+            job.near = line.get("near", 0)
             features.update(line["new"])
             res.schedules = sum(j.runs for j in jobs)
             for sig, rec in res.crashes.items():
@@ -328,7 +330,10 @@ class AtherisStrategy:
         stats = {"coverage_features": len(features),
                  # the jobs share one corpus directory: the largest count is the freshest
                  "corpus": max([at_start, *(j.corpus for j in jobs)]),
-                 "corpus_at_start": at_start}
+                 "corpus_at_start": at_start,
+                 # states one step from a violation, new to the job that reached them: how
+                 # often the search came close, which a clean verdict should be read with
+                 "near_misses": sum(j.near for j in jobs)}
         initial = [j.initial_features for j in jobs if j.initial_features is not None]
         if at_start and initial:
             # what replaying the stored corpus restored, before any mutation of this campaign

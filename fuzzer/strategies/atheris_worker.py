@@ -12,7 +12,7 @@ or atexit hook of ours runs, and anything not yet on disk would be lost. Line ty
 * `loaded`: distinct features once the stored corpus has been replayed;
 * `finding`: `Finding.to_dict()` plus the replaying schedule, once per signature;
 * `stats`: runs so far, distinct features (and the ones new since the last line), corpus
-  files, hits per signature; at most every STATS_PERIOD seconds, plus one at a clean exit.
+  files, hits per signature, new near misses (states one step from a violation) so far; at most every STATS_PERIOD seconds, plus one at a clean exit.
 
 A finding never stops the job: TestOneInput records it and returns, so libFuzzer keeps going
 and the other bugs of the same protocol can still turn up. An exception from the engine is a
@@ -124,6 +124,7 @@ class Harness:
         self.seen: set[int] = set()
         self.fresh: list[int] = []  # features not yet reported to the parent
         self.hits: dict[str, int] = {}
+        self.near_misses = 0  # new states one step from a violation (RunResult.near)
         self.base: int | None = None
         self.next_stats = 0.0
         self.corpus_at_start = count_files(corpus_dir)
@@ -139,7 +140,8 @@ class Harness:
     def stats(self) -> None:
         fresh, self.fresh = self.fresh, []
         self.emit({"type": "stats", "runs": self.runs, "features": len(self.seen), "new": fresh,
-                   "corpus": count_files(self.corpus_dir), "hits": self.hits})
+                   "corpus": count_files(self.corpus_dir), "hits": self.hits,
+                   "near": self.near_misses})
 
     def test_one_input(self, data: bytes) -> None:
         import atheris
@@ -170,6 +172,7 @@ class Harness:
         # in every run (text_poke_bp pokes int3 under running CPUs) the queue stays short
         near_at = sorted({novel[i] for i in result.near or () if i in novel})
         if near_at:
+            self.near_misses += len(near_at)
             SHAPES.near.append([data, tuple(near_at), NEAR_RUNS])
         finding = result.finding
         if finding is not None and not result.abandoned:
