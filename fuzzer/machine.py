@@ -158,7 +158,7 @@ class _StopMachineState:
 
 
 class Lock:
-    __slots__ = ("name", "mode", "owner", "readers", "waiting_writers")
+    __slots__ = ("name", "owner", "readers", "waiting_writers")
 
     def __init__(self, name: str):
         self.name = name

@@ -428,7 +428,7 @@ _MODEL = {
     "Frame": ({"kind", "gen", "op", "irqs_off", "pc", "code_active", "saved_ctx", "poke_pos", "task",
                "at_site", "tags"}, {"k"}),
     "SiteState": ({"truth", "intended"}, {"name", "addr", "size", "end", "old", "new", "func", "_ok"}),
-    "Lock": ({"name", "owner", "readers", "waiting_writers"}, {"mode"}),
+    "Lock": ({"name", "owner", "readers", "waiting_writers"}, set()),
 }
 
 
