@@ -66,6 +66,9 @@ def event_kind(byte: int) -> str:
 
 # Representative "event" bytes: the first of each range.
 EVENT_BYTE = {"step": 0, "nmi": EV_NMI, "foreign": EV_FOREIGN, "preempt": EV_PREEMPT, "drain": EV_DRAIN}
+# The byte range [lo, hi) of each injected event kind, in byte order.
+EVENT_RANGES = {"nmi": (EV_NMI, EV_FOREIGN), "foreign": (EV_FOREIGN, EV_PREEMPT),
+                "preempt": (EV_PREEMPT, EV_DRAIN), "drain": (EV_DRAIN, 256)}
 
 
 class Recorder:

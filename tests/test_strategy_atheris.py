@@ -228,10 +228,12 @@ def test_feature_positions_name_the_prefix_that_reaches_each_feature():
 
 def _near_misses(spec: str, want: int, seed: int = 0) -> tuple[Machine, list[bytes]]:
     """Prefixes of swarm schedules that end where the run came near a violation."""
+    from random import Random
+
     from fuzzer.strategies.atheris_worker import swarm_schedule
 
     machine = _machine(spec)
-    rng = __import__("random").Random(seed)
+    rng = Random(seed)
     out = []
     for _ in range(5000):
         r = machine.run(swarm_schedule(rng, 256), coverage=True)

@@ -12,7 +12,8 @@ or atexit hook of ours runs, and anything not yet on disk would be lost. Line ty
 * `loaded`: distinct features once the stored corpus has been replayed;
 * `finding`: `Finding.to_dict()` plus the replaying schedule, once per signature;
 * `stats`: runs so far, distinct features (and the ones new since the last line), corpus
-  files, hits per signature, new near misses (states one step from a violation) so far; at most every STATS_PERIOD seconds, plus one at a clean exit.
+  files, hits per signature, new near misses (states one step from a violation) so far; at
+  most every STATS_PERIOD seconds, plus one at a clean exit.
 
 A finding never stops the job: TestOneInput records it and returns, so libFuzzer keeps going
 and the other bugs of the same protocol can still turn up. An exception from the engine is a
@@ -33,8 +34,8 @@ from collections.abc import Callable, Sequence
 from itertools import accumulate
 from typing import IO
 
-from ..decisions import CPU_DRAWS, EVENT_BYTE
-from ..machine import EV_DRAIN, EV_FOREIGN, EV_NMI, EV_PREEMPT, Config, Machine
+from ..decisions import CPU_DRAWS, EVENT_BYTE, EVENT_RANGES
+from ..machine import Config, Machine
 from ..protocols import resolve
 
 COUNTERS = 1 << 16  # one block for every feature: libFuzzer has only 4096 module slots
@@ -301,27 +302,24 @@ def decision_mutator(data: bytes, max_size: int, seed: int) -> bytes:
     return atheris.Mutate(data, max_size)
 
 
-_EVENT_RANGES = ((EV_NMI, EV_FOREIGN), (EV_FOREIGN, EV_PREEMPT), (EV_PREEMPT, EV_DRAIN),
-                 (EV_DRAIN, 256))
-
-
 def swarm_schedule(rng: random.Random, size: int) -> bytes:
     """Random bytes, with each event kind (NMI, foreign trap, preemption, drain) made more
     frequent by its own random amount: swarm testing (Groce et al., ISSTA 2012). A uniform
     byte asks for an NMI at 1 step in 16; races that need two NMIs in one window want
     schedules dense in NMIs, others want few, and one fixed density serves neither.
 
-    Measured on ftrace_nmi_2008:correct (4 CPUs, 4,000 schedules each): uniform bytes came near
-    the violation once in 154 runs and hit it once in 400; swarm schedules once in 71 and once
-    in 190. On the easy bugs the cost is small (text_poke_bp:no-final-sync hit 1 in 6.2 -> 8.0,
+    Measured on ftrace_nmi_2008:correct (4 CPUs, 20,000 schedules each): uniform bytes came
+    near the violation once in 172 runs and hit it once in 417; swarm schedules once in 102
+    and once in 189. On the easy bugs the cost is small (text_poke_bp:no-final-sync hit 1 in 6.2 -> 8.0,
     ftrace_nmi_2008:no-wait 1 in 11 -> 13.5)."""
     # cumulative: a byte becomes event kind k when its draw falls in [ends[k-1], ends[k])
-    ends = list(accumulate(rng.uniform(0, SWARM_DENSITY) for _ in _EVENT_RANGES))
+    ranges = list(EVENT_RANGES.values())
+    ends = list(accumulate(rng.uniform(0, SWARM_DENSITY) for _ in ranges))
     out = bytearray(rng.randbytes(size))
     for i in range(size):
         x = rng.random()
         if x < ends[-1]:
-            lo, hi = _EVENT_RANGES[bisect_right(ends, x)]
+            lo, hi = ranges[bisect_right(ends, x)]
             out[i] = rng.randrange(lo, hi)
     return bytes(out)
 
