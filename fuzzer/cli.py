@@ -27,6 +27,7 @@ from .oracles import ORACLES
 from .protocols import UnknownProtocol, registry, resolve
 from .records import FindingRecords
 from .strategies import DEFAULT_STRATEGY, STRATEGIES
+from .strategies.atheris_worker import DEFAULT_MUTATOR, MUTATORS
 
 err_console = Console(stderr=True)
 
@@ -223,12 +224,17 @@ def _progress_table(spec: str, res: CampaignResult) -> Table:
     return t
 
 
-def _strategy_kwargs(strategy: str, depth: int, corpus: str | None, bounds: tuple[str, ...]) -> dict:
+def _strategy_kwargs(strategy: str, depth: int, corpus: str | None, bounds: tuple[str, ...],
+                     mutator: str | None = None) -> dict:
     kwargs: dict = {}
     if strategy == "pct":
         kwargs["depth"] = depth
     if strategy == "atheris" and corpus:
         kwargs["corpus_dir"] = corpus
+    if mutator is not None:
+        if strategy != "atheris":
+            raise UserError(f"--mutator is for the atheris strategy, not {strategy}")
+        kwargs["mutator"] = mutator
     for item in bounds:
         key, sep, value = item.partition("=")
         if not sep or not value.isdigit():
@@ -247,6 +253,8 @@ def _strategy_kwargs(strategy: str, depth: int, corpus: str | None, bounds: tupl
               help="Search strategy: " + ", ".join(STRATEGIES))
 @click.option("--depth", type=int, default=3, show_default=True, help="PCT bug depth d.")
 @click.option("--corpus", default=None, help="atheris corpus directory (default .patchfuzz/corpus/...).")
+@click.option("--mutator", default=None,
+              help="atheris mutator: " + ", ".join(MUTATORS) + f" (default {DEFAULT_MUTATOR}).")
 @click.option("--bound", "bounds", multiple=True, metavar="NAME=N",
               help="exhaustive search bound, e.g. --bound context_switches=3 --bound nmis=1.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object at the end.")
@@ -257,8 +265,9 @@ def _strategy_kwargs(strategy: str, depth: int, corpus: str | None, bounds: tupl
               help="Runs spent minimizing each new bucket at the end (0: do not minimize).")
 @smz_option
 def fuzz(spec: str, seconds: float | None, schedules: int | None, seed: int, cpus: int,
-         strategy: str, depth: int, corpus: str | None, bounds: tuple[str, ...], as_json: bool,
-         db_url: str | None, no_db: bool, minimize_runs: int, stop_machine_serializes: bool | None) -> None:
+         strategy: str, depth: int, corpus: str | None, mutator: str | None,
+         bounds: tuple[str, ...], as_json: bool, db_url: str | None, no_db: bool,
+         minimize_runs: int, stop_machine_serializes: bool | None) -> None:
     """Search schedules for violations; keeps going after a finding."""
     if seconds is not None and schedules is not None:
         raise UserError("give --seconds or --schedules, not both")
@@ -270,7 +279,8 @@ def fuzz(spec: str, seconds: float | None, schedules: int | None, seed: int, cpu
         raise UserError(f"unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
     machine = _machine(spec, cpus, stop_machine_serializes)
     try:
-        strat = STRATEGIES[strategy](seed=seed, **_strategy_kwargs(strategy, depth, corpus, bounds))
+        strat = STRATEGIES[strategy](seed=seed, **_strategy_kwargs(strategy, depth, corpus, bounds,
+                                                                   mutator))
     except (TypeError, ValueError) as e:
         raise UserError(f"bad option for strategy {strategy}: {e}") from None
     label = f"{machine.protocol_cls.name}:{machine.variant}"

@@ -109,6 +109,9 @@ BAD_INPUTS = {
     "fuzz-unknown-protocol": ["fuzz", "x86/no_such_protocol", "--schedules", "5"],
     "seconds-and-schedules": ["fuzz", "x86/text_poke_bp:correct", "--seconds", "1", "--schedules", "5"],
     "unknown-strategy": ["fuzz", "x86/text_poke_bp:correct", "--schedules", "5", "--strategy", "nope"],
+    "unknown-mutator": ["fuzz", "x86/text_poke_bp:correct", "--schedules", "5", "--mutator", "nope"],
+    "mutator-not-atheris": ["fuzz", "x86/text_poke_bp:correct", "--schedules", "5", "--strategy", "pct",
+                            "--mutator", "near"],
     "minimize-unknown-order": ["minimize", "x86/text_poke_bp:no-final-sync", "--schedule", "00",
                                "--order", "length"],
 }
@@ -140,6 +143,28 @@ def test_default_strategy_is_atheris_and_keeps_its_corpus(tmp_path, monkeypatch)
     assert (tmp_path / "patchfuzz.db").is_file()
     listed = CliRunner().invoke(main, ["crashes", "list", "--json"])
     assert {row["signature"] for row in json.loads(listed.stdout)} == {c["signature"] for c in out["crashes"]}
+
+
+def test_fuzz_passes_the_mutator_to_atheris(tmp_path, monkeypatch):
+    from fuzzer import cli
+
+    seen = []
+    real = cli.STRATEGIES["atheris"]
+
+    def spy(**kwargs):
+        strat = real(**kwargs)
+        seen.append(strat.mutator)
+        return strat
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(cli.STRATEGIES, "atheris", spy)
+    for mutator in ("frontier", None):
+        extra = ["--mutator", mutator] if mutator else []
+        r = CliRunner().invoke(main, ["fuzz", "x86/text_poke_bp:no-final-sync", "--schedules", "300",
+                                      "--seed", "1", "--no-db", "--json", *extra])
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout)["crashes"]
+    assert seen == ["frontier", "near"]
 
 
 # the corpus's no-final-sync race, minimized in steps order (23 steps; bytes order gives 77)

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from fuzzer.campaign import fuzz
+from fuzzer.decisions import STAY_BYTES
 from fuzzer.machine import Config, Machine
 from fuzzer.protocols import resolve
 from fuzzer.strategies.atheris import AtherisStrategy, default_corpus_dir
@@ -19,9 +20,9 @@ BUDGET = 3000
 CPUS = 4
 
 
-def _machine(spec: str) -> Machine:
+def _machine(spec: str, cpus: int = CPUS) -> Machine:
     cls, variant = resolve(spec)
-    return Machine(cls, variant, Config(cpus=CPUS))
+    return Machine(cls, variant, Config(cpus=cpus))
 
 
 def _strategy(tmp_path, seed: int = 1, **kw) -> AtherisStrategy:
@@ -277,12 +278,43 @@ def test_swarm_schedules_vary_the_density_of_each_event_kind():
     assert scheds == [swarm_schedule(Random(seed), 256) for seed in range(200)]
     assert all(len(s) == 256 for s in scheds) and len(swarm_schedule(Random(0), 7)) == 7
     nmi = sorted(sum(EV_NMI <= b < EV_FOREIGN for b in s) / 256 for s in scheds)
-    # uniform bytes ask for an NMI at 1/16 of the steps; a swarm schedule at 1/16 plus its own
-    # random share of up to SWARM_DENSITY: some barely more, some nearly three times as often
-    assert nmi[10] < 0.08 and nmi[-10] > 0.14 and 0.08 < nmi[100] < 0.14
+    # uniform bytes ask for an NMI at 1/16 of the steps; a swarm schedule at its own random
+    # share of up to SWARM_DENSITY, plus 1/16 of the bytes that are neither events nor stay
+    # bytes: some at a third of the uniform rate, some at more than twice it
+    assert nmi[10] < 0.04 and nmi[-10] > 0.13 and 0.06 < nmi[100] < 0.1, nmi[::20]
+    # and its own share of "stay" bytes (1/16 of uniform bytes), up to SWARM_STAY of the rest
+    stay = sorted(sum(b in STAY_BYTES for b in s) / 256 for s in scheds)
+    assert stay[10] < 0.12 and stay[-10] > 0.5 and 0.2 < stay[100] < 0.5, stay[::20]
 
 
-def test_frontier_mutator_spends_its_runs_on_a_queued_near_miss(monkeypatch):
+def test_stay_bytes_keep_the_cpu_that_ran_last():
+    """decisions.STAY_BYTES, read as the CPU pick, choose the CPU that ran last whenever it can
+    run: checked on every pick of stay-byte and swarm schedules (4 CPUs, and 3)."""
+    from random import Random
+
+    from fuzzer.decisions import record
+    from fuzzer.strategies.atheris_worker import swarm_schedule
+
+    checked = 0
+    for cpus in (4, 3):
+        machine = _machine("x86/text_poke_bp:correct", cpus=cpus)
+        rng = Random(cpus)
+        schedules = [bytes(rng.choice(STAY_BYTES) for _ in range(200))]
+        schedules += [swarm_schedule(rng, 256) for _ in range(30)]
+        for sched in schedules:
+            last = None
+            for d in record(machine, sched)[0]:
+                if d.what != "cpu":
+                    continue
+                if d.value in STAY_BYTES and last in d.options:
+                    assert d.cpu == last, (cpus, d)
+                    checked += 1
+                last = d.cpu
+    assert checked > 500, checked
+
+
+@pytest.mark.parametrize("name", ["near", "frontier"])
+def test_the_mutators_spend_their_runs_on_a_queued_near_miss(monkeypatch, name):
     from fuzzer.strategies import atheris_worker as w
 
     base = bytes(range(100, 200))
@@ -290,12 +322,14 @@ def test_frontier_mutator_spends_its_runs_on_a_queued_near_miss(monkeypatch):
     shapes.frontier.append((base, (70,)))
     shapes.near.append([base, (40,), 5])
     monkeypatch.setattr(w, "SHAPES", shapes)
-    outs = [w.frontier_mutator(b"ignored", 128, seed) for seed in range(60)]
+    outs = [w.MUTATORS[name](b"ignored", 128, seed) for seed in range(60)]
     assert all(len(o) == 128 for o in outs)
     near = [i for i, o in enumerate(outs) if o[:40] == base[:40] and o[40] != base[40]]
     # the first mutations continue from the near miss until its runs are used up, then it
-    # leaves the queue and the frontier and fresh schedules take over
+    # leaves the queue and fresh schedules (and, for `frontier`, continuations) take over
     assert len(near) == 5 and near[-1] < 12 and not shapes.near
+    continued = [o for o in outs if o[:70] == base[:70]]
+    assert (len(continued) > 0) == (name == "frontier"), len(continued)
 
 
 def test_frontier_mutator_continues_from_where_an_input_found_something_new(monkeypatch):
@@ -314,8 +348,8 @@ def test_frontier_mutator_continues_from_where_an_input_found_something_new(monk
             continued += 1
         else:
             fresh += 1
-    # about half and half (a fresh schedule shares a prefix with `base` only by chance)
-    assert 120 < continued < 280 and fresh > 120
+    # a fifth continue (a fresh schedule shares a prefix with `base` only by chance)
+    assert 40 < continued < 130 and fresh > 270, (continued, fresh)
     # with nothing on the frontier every mutation is a fresh schedule
     monkeypatch.setattr(w, "SHAPES", w.Shapes())
     outs = {w.frontier_mutator(base, 64, seed) for seed in range(20)}

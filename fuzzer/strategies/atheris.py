@@ -4,9 +4,9 @@ libFuzzer is steered by interleaving coverage rather than Python line coverage: 
 of each run (which patcher step each CPU's fetch, trap or handler read fell into, reads-from
 pairs, NMI/IPI/preemption at a patcher step, lock orders, ...) are fed to it through one block
 of custom counters, so a schedule that reaches a new interleaving joins the corpus. The
-default mutator (`atheris_worker.frontier_mutator`) spends runs first on near misses (new states
-one step from a violation), then on fresh swarm schedules and continuations of the states where
-inputs found new features.
+default mutator (`atheris_worker.near_mutator`) spends runs first on near misses (new states
+one step from a violation), then on fresh swarm schedules (event densities and runs of one CPU
+that vary per schedule).
 
 atheris allows one `Setup()` per process and `Fuzz()` never returns, so every campaign runs
 its fuzz job in a subprocess (`atheris_worker`). The worker writes findings and statistics to
@@ -37,7 +37,7 @@ from ..campaign import CampaignResult, CrashRecord, record_finding
 from ..machine import Machine, RunResult
 from ..oracles import Finding
 from ..protocols import registry
-from .atheris_worker import MUTATORS, count_files
+from .atheris_worker import DEFAULT_MUTATOR, MUTATORS, count_files
 from .base import Run
 
 DEFAULT_MAX_LEN = 256
@@ -136,7 +136,7 @@ class AtherisStrategy:
 
     def __init__(self, seed: int = 0, corpus_dir: str | os.PathLike | None = None,
                  max_len: int = DEFAULT_MAX_LEN, jobs: int = 1, log_dir: str | os.PathLike | None = None,
-                 libfuzzer_flags: Sequence[str] = (), mutator: str = "frontier", **_ignored) -> None:
+                 libfuzzer_flags: Sequence[str] = (), mutator: str = DEFAULT_MUTATOR, **_ignored) -> None:
         """`corpus_dir` is used as given (default: per protocol and variant, see
         `default_corpus_dir`); libFuzzer's output goes to `log_dir` (default: `logs` next to
         the corpus tree). `jobs` > 1 runs that many workers on the same corpus, each with its

@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from itertools import accumulate
 from typing import IO
 
-from ..decisions import CPU_DRAWS, EVENT_BYTE, EVENT_RANGES
+from ..decisions import CPU_DRAWS, EVENT_BYTE, EVENT_RANGES, STAY_BYTES
 from ..machine import Config, Machine
 from ..protocols import resolve
 
@@ -47,13 +47,15 @@ POOL_KEPT = 1 << 12  # inputs with new features, for continuations and splicing
 # insert an event near another, insert anywhere, move, delete, splice, redraw one answer
 OP_WEIGHTS = (2, 1, 1, 1, 1, 4)
 NEAR = 4  # steps either side of an existing event where a second one is inserted
-FRESH_SHARE = 0.5  # of frontier mutations that are fresh random schedules
+FRESH_SHARE = 0.8  # of `frontier` mutations (no near miss queued) that are fresh schedules
 FRONTIER_JITTER = 4  # decisions kept past the point where an input found a new feature
 NEAR_SHARE = 0.8  # of mutations spent on near misses while any is queued
 NEAR_RUNS = 8  # continuations of one near miss before it leaves the queue
 NEAR_KEPT = 1 << 10  # near misses queued at most (the oldest are dropped)
 # the most each event kind can add to a fresh schedule's share of bytes (swarm_schedule)
 SWARM_DENSITY = 0.1
+# the most a fresh schedule's non-event bytes can be "stay" bytes (swarm_schedule)
+SWARM_STAY = 0.7
 
 
 class _Recorder:
@@ -304,53 +306,76 @@ def decision_mutator(data: bytes, max_size: int, seed: int) -> bytes:
 
 def swarm_schedule(rng: random.Random, size: int) -> bytes:
     """Random bytes, with each event kind (NMI, foreign trap, preemption, drain) made more
-    frequent by its own random amount: swarm testing (Groce et al., ISSTA 2012). A uniform
-    byte asks for an NMI at 1 step in 16; races that need two NMIs in one window want
-    schedules dense in NMIs, others want few, and one fixed density serves neither.
+    frequent by its own random amount, and a random share of the other bytes replaced by
+    "stay" bytes (decisions.STAY_BYTES: the CPU that ran last runs again): swarm testing
+    (Groce et al., ISSTA 2012). A uniform byte asks for an NMI at 1 step in 16 and switches
+    CPU at almost every step; races that need two NMIs in one window want schedules dense in
+    NMIs, others want few, and a race that needs one CPU to stand still at a patch site while
+    another takes many steps wants long runs of one CPU. One fixed distribution serves none.
 
-    Measured on ftrace_nmi_2008:correct (4 CPUs, 20,000 schedules each): uniform bytes came
-    near the violation once in 172 runs and hit it once in 417; swarm schedules once in 102
-    and once in 189. On the easy bugs the cost is small (text_poke_bp:no-final-sync hit 1 in 6.2 -> 8.0,
-    ftrace_nmi_2008:no-wait 1 in 11 -> 13.5)."""
+    Measured on ftrace_nmi_2008:correct (4 CPUs, 20,000 schedules each, near / hit): uniform
+    bytes 1 in 172 / 1 in 417; event densities only 1 in 109 / 1 in 204; with stay bytes at
+    up to SWARM_STAY of the rest 1 in 76 / 1 in 112. Controls for the stay bytes: the same
+    share of random plain-step bytes 1 in 130 / 1 in 357, of "next CPU" bytes 1 in 191 / 1 in
+    435, so it is the runs of one CPU that help, not the fewer events. The easy bugs move
+    within noise (3,000 schedules each)."""
     # cumulative: a byte becomes event kind k when its draw falls in [ends[k-1], ends[k])
     ranges = list(EVENT_RANGES.values())
     ends = list(accumulate(rng.uniform(0, SWARM_DENSITY) for _ in ranges))
+    stay = ends[-1] + (1 - ends[-1]) * rng.uniform(0, SWARM_STAY)
     out = bytearray(rng.randbytes(size))
     for i in range(size):
         x = rng.random()
         if x < ends[-1]:
             lo, hi = ranges[bisect_right(ends, x)]
             out[i] = rng.randrange(lo, hi)
+        elif x < stay:
+            out[i] = rng.choice(STAY_BYTES)
     return bytes(out)
 
 
-def frontier_mutator(data: bytes, max_size: int, seed: int) -> bytes:
-    """Near misses first, then fresh schedules and continuations of the states where
-    schedules found something new.
-
-    * While a near miss is queued (an input came one step from an oracle's violation at a
-      state never reached before, see RunResult.near), most mutations continue from exactly
-      that state, NEAR_RUNS times. From there a random continuation completes the violation
-      in about a third of the runs (ftrace_nmi_2008:correct: 17-100 %, median 35 %, over 23
-      near misses), against 1 in 190 from scratch.
-    * Otherwise half the mutations are fresh swarm schedules of the full length, and half pick
-      an input that found new features (uniformly) and one of the points where it did, keep
-      its decisions up to a few past that point and draw a swarm continuation to the full
-      length. libFuzzer's choice of `data` is not used: its corpus holds hundreds of inputs
-      after a few hundred runs, and a continuation of a state is what a new feature is worth.
-
-    Schedules to the first finding on ftrace_nmi_2008:correct, 4 CPUs, seeds 1..123, median:
-    790 with `decisions`, about 200 with uniform fresh schedules and continuations, 79 with
-    this mutator (BENCHMARKS.md has the controls)."""
-    rng = random.Random(seed)
+def _near_miss_continuation(rng: random.Random, max_size: int) -> bytes | None:
+    """While a near miss is queued (an input came one step from an oracle's violation at a
+    state never reached before, see RunResult.near), most mutations continue from exactly
+    that state, NEAR_RUNS times. From there a random continuation completes the violation
+    in about a third of the runs (ftrace_nmi_2008:correct: 17-100 %, median 35 %, over 23
+    near misses), against about 1 in 110 from scratch. None: no near miss this time."""
     near = SHAPES.near
     while near and near[0][2] <= 0:
         near.popleft()
-    if near and rng.random() < NEAR_SHARE:
-        entry = near[0]
-        entry[2] -= 1
-        base, cut = entry[0], min(len(entry[0]), rng.choice(entry[1]))
-        return base[:cut] + swarm_schedule(rng, max(0, max_size - cut))
+    if not near or rng.random() >= NEAR_SHARE:
+        return None
+    entry = near[0]
+    entry[2] -= 1
+    base, cut = entry[0], min(len(entry[0]), rng.choice(entry[1]))
+    return base[:cut] + swarm_schedule(rng, max(0, max_size - cut))
+
+
+def near_mutator(data: bytes, max_size: int, seed: int) -> bytes:
+    """The default: near misses first, otherwise a fresh swarm schedule of the full length.
+    libFuzzer's choice of `data` is not used: the coverage that matters is whether a state
+    one step from a violation is new, and from anywhere else a fresh swarm schedule reached
+    the first near miss sooner than a continuation of a state with new features.
+
+    Schedules to the first finding on ftrace_nmi_2008:correct, 4 CPUs, median over three
+    blocks of 123 seeds: 53, 50 and 48 with this mutator; 57, 49 and 57 with `frontier`
+    (a fifth of the fresh schedules replaced by continuations); 790 with `decisions` (BENCHMARKS.md has the controls)."""
+    rng = random.Random(seed)
+    near = _near_miss_continuation(rng, max_size)
+    return swarm_schedule(rng, max_size) if near is None else near
+
+
+def frontier_mutator(data: bytes, max_size: int, seed: int) -> bytes:
+    """`near_mutator`, with part of the fresh schedules replaced by continuations of the
+    states where inputs found new features: pick an input that did (uniformly) and one of
+    the points where it did, keep its decisions up to a few past that point and draw a swarm
+    continuation to the full length. It reaches states that need several stepping stones;
+    no seed bug needs them, and on ftrace_nmi_2008:correct they cost a little (see
+    `near_mutator`)."""
+    rng = random.Random(seed)
+    near = _near_miss_continuation(rng, max_size)
+    if near is not None:
+        return near
     front = SHAPES.frontier
     if front and rng.random() >= FRESH_SHARE:
         base, novel_at = rng.choice(front)
@@ -360,8 +385,9 @@ def frontier_mutator(data: bytes, max_size: int, seed: int) -> bytes:
 
 
 MUTATORS: dict[str, Callable[[bytes, int, int], bytes] | None] = {
-    "frontier": frontier_mutator, "schedule": schedule_mutator, "decisions": decision_mutator,
-    "libfuzzer": None}
+    "near": near_mutator, "frontier": frontier_mutator, "schedule": schedule_mutator,
+    "decisions": decision_mutator, "libfuzzer": None}
+DEFAULT_MUTATOR = "near"
 
 
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -372,7 +398,7 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--max-len", type=int, default=256)
     p.add_argument("--corpus", required=True, help="persistent corpus; new entries go here")
     p.add_argument("--events", required=True, help="JSON lines for the parent")
-    p.add_argument("--mutator", choices=MUTATORS, default="frontier")
+    p.add_argument("--mutator", choices=MUTATORS, default=DEFAULT_MUTATOR)
     p.add_argument("libfuzzer", nargs="*", help="libFuzzer flags, after --")
     args = p.parse_args(list(argv))
     return args, list(args.libfuzzer)
