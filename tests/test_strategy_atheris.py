@@ -280,11 +280,11 @@ def test_swarm_schedules_vary_the_density_of_each_event_kind():
     nmi = sorted(sum(EV_NMI <= b < EV_FOREIGN for b in s) / 256 for s in scheds)
     # uniform bytes ask for an NMI at 1/16 of the steps; a swarm schedule at its own random
     # share of up to SWARM_DENSITY, plus 1/16 of the bytes that are neither events nor stay
-    # bytes: some at a third of the uniform rate, some at more than twice it
-    assert nmi[10] < 0.04 and nmi[-10] > 0.13 and 0.06 < nmi[100] < 0.1, nmi[::20]
+    # bytes: some at a third of the uniform rate, some at three times it
+    assert nmi[10] < 0.04 and nmi[-10] > 0.15 and 0.06 < nmi[100] < 0.13, nmi[::20]
     # and its own share of "stay" bytes (1/16 of uniform bytes), up to SWARM_STAY of the rest
     stay = sorted(sum(b in STAY_BYTES for b in s) / 256 for s in scheds)
-    assert stay[10] < 0.12 and stay[-10] > 0.5 and 0.2 < stay[100] < 0.5, stay[::20]
+    assert stay[10] < 0.12 and stay[-10] > 0.45 and 0.2 < stay[100] < 0.4, stay[::20]
 
 
 def test_stay_bytes_keep_the_cpu_that_ran_last():

@@ -53,7 +53,7 @@ NEAR_SHARE = 0.8  # of mutations spent on near misses while any is queued
 NEAR_RUNS = 8  # continuations of one near miss before it leaves the queue
 NEAR_KEPT = 1 << 10  # near misses queued at most (the oldest are dropped)
 # the most each event kind can add to a fresh schedule's share of bytes (swarm_schedule)
-SWARM_DENSITY = 0.1
+SWARM_DENSITY = 0.15
 # the most a fresh schedule's non-event bytes can be "stay" bytes (swarm_schedule)
 SWARM_STAY = 0.7
 
@@ -314,11 +314,13 @@ def swarm_schedule(rng: random.Random, size: int) -> bytes:
     another takes many steps wants long runs of one CPU. One fixed distribution serves none.
 
     Measured on ftrace_nmi_2008:correct (4 CPUs, 20,000 schedules each, near / hit): uniform
-    bytes 1 in 172 / 1 in 417; event densities only 1 in 109 / 1 in 204; with stay bytes at
-    up to SWARM_STAY of the rest 1 in 76 / 1 in 112. Controls for the stay bytes: the same
-    share of random plain-step bytes 1 in 130 / 1 in 357, of "next CPU" bytes 1 in 191 / 1 in
-    435, so it is the runs of one CPU that help, not the fewer events. The easy bugs move
-    within noise (3,000 schedules each)."""
+    bytes 1 in 172 / 1 in 417; event densities of up to 10 % only, 1 in 109 / 1 in 204; with
+    stay bytes at up to SWARM_STAY of the rest, 1 in 76 / 1 in 112. Controls for the stay
+    bytes: the same share of random plain-step bytes 1 in 130 / 1 in 357, of "next CPU" bytes
+    1 in 191 / 1 in 435, so it is the runs of one CPU that help, not the fewer events. Event
+    densities of up to 15 % (SWARM_DENSITY) rather than 10 % come near as often (1 in 77 / 1
+    in 110) but earlier in a campaign: median schedules to the first finding 50 against 57
+    (seeds 1..123). The easy bugs move within noise (3,000 schedules each)."""
     # cumulative: a byte becomes event kind k when its draw falls in [ends[k-1], ends[k])
     ranges = list(EVENT_RANGES.values())
     ends = list(accumulate(rng.uniform(0, SWARM_DENSITY) for _ in ranges))
@@ -351,27 +353,19 @@ def _near_miss_continuation(rng: random.Random, max_size: int) -> bytes | None:
     return base[:cut] + swarm_schedule(rng, max(0, max_size - cut))
 
 
-def near_mutator(data: bytes, max_size: int, seed: int) -> bytes:
-    """The default: near misses first, otherwise a fresh swarm schedule of the full length.
-    libFuzzer's choice of `data` is not used: the coverage that matters is whether a state
-    one step from a violation is new, and from anywhere else a fresh swarm schedule reached
-    the first near miss sooner than a continuation of a state with new features.
+def frontier_mutator(data: bytes, max_size: int, seed: int) -> bytes:
+    """The default: near misses first; otherwise mostly fresh swarm schedules of the full
+    length, and a fifth of the time a continuation of a state where an input found new
+    features: pick such an input (uniformly) and one of the points where it did, keep its
+    decisions up to a few past that point and draw a swarm continuation to the full length.
+    libFuzzer's choice of `data` is not used: its corpus holds hundreds of inputs after a few
+    hundred runs, and a continuation of a state is what a new feature is worth.
 
     Schedules to the first finding on ftrace_nmi_2008:correct, 4 CPUs, median over three
-    blocks of 123 seeds: 53, 50 and 48 with this mutator; 57, 49 and 57 with `frontier`
-    (a fifth of the fresh schedules replaced by continuations); 790 with `decisions` (BENCHMARKS.md has the controls)."""
-    rng = random.Random(seed)
-    near = _near_miss_continuation(rng, max_size)
-    return swarm_schedule(rng, max_size) if near is None else near
-
-
-def frontier_mutator(data: bytes, max_size: int, seed: int) -> bytes:
-    """`near_mutator`, with part of the fresh schedules replaced by continuations of the
-    states where inputs found new features: pick an input that did (uniformly) and one of
-    the points where it did, keep its decisions up to a few past that point and draw a swarm
-    continuation to the full length. It reaches states that need several stepping stones;
-    no seed bug needs them, and on ftrace_nmi_2008:correct they cost a little (see
-    `near_mutator`)."""
+    blocks of 123 seeds: 50, 55 and 48 (geometric means 46, 48, 43); `near_mutator`, the same
+    without continuations, 46, 48 and 56 (45, 41, 47); `decisions` 790 (BENCHMARKS.md has the
+    controls). No seed bug needs the continuations; they stay for the races that need
+    stepping stones, since they cost nothing measurable here."""
     rng = random.Random(seed)
     near = _near_miss_continuation(rng, max_size)
     if near is not None:
@@ -384,10 +378,18 @@ def frontier_mutator(data: bytes, max_size: int, seed: int) -> bytes:
     return swarm_schedule(rng, max_size)
 
 
+def near_mutator(data: bytes, max_size: int, seed: int) -> bytes:
+    """`frontier_mutator` without continuations: near misses first, otherwise a fresh swarm
+    schedule. The control that shows what the continuations add."""
+    rng = random.Random(seed)
+    near = _near_miss_continuation(rng, max_size)
+    return swarm_schedule(rng, max_size) if near is None else near
+
+
 MUTATORS: dict[str, Callable[[bytes, int, int], bytes] | None] = {
-    "near": near_mutator, "frontier": frontier_mutator, "schedule": schedule_mutator,
+    "frontier": frontier_mutator, "near": near_mutator, "schedule": schedule_mutator,
     "decisions": decision_mutator, "libfuzzer": None}
-DEFAULT_MUTATOR = "near"
+DEFAULT_MUTATOR = "frontier"
 
 
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
