@@ -69,6 +69,11 @@ EVENT_BYTE = {"step": 0, "nmi": EV_NMI, "foreign": EV_FOREIGN, "preempt": EV_PRE
 # The byte range [lo, hi) of each injected event kind, in byte order.
 EVENT_RANGES = {"nmi": (EV_NMI, EV_FOREIGN), "foreign": (EV_FOREIGN, EV_PREEMPT),
                 "preempt": (EV_PREEMPT, EV_DRAIN), "drain": (EV_DRAIN, 256)}
+# Bytes that, read as the "cpu" draw, pick the CPU that ran last again: the runnable CPUs are
+# listed round robin from the one after it, so it is last, and these are -1 modulo every
+# runnable count that divides 12 (up to 4 CPUs always). Read as an "event" they are plain steps.
+# A run of them is a stretch where one CPU keeps going while the others stand still.
+STAY_BYTES = tuple(range(11, EV_NMI, 12))
 
 
 class Recorder:
@@ -265,8 +270,3 @@ def nontrivial(machine: Machine, schedule: bytes) -> int:
         if any(d.value != NEUTRAL.get(d.what, -1) for d in s.draws):
             count += 1
     return count
-# Bytes that, read as the "cpu" draw, pick the CPU that ran last again: the runnable CPUs are
-# listed round robin from the one after it, so it is last, and these are -1 modulo every
-# runnable count that divides 12 (up to 4 CPUs always). Read as an "event" they are plain steps.
-# A run of them is a stretch where one CPU keeps going while the others stand still.
-STAY_BYTES = tuple(range(11, EV_NMI, 12))

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from fuzzer.campaign import fuzz
-from fuzzer.decisions import STAY_BYTES
+from fuzzer.decisions import STAY_BYTES, record
 from fuzzer.machine import Config, Machine
 from fuzzer.protocols import resolve
 from fuzzer.strategies.atheris import AtherisStrategy, default_corpus_dir
@@ -292,7 +292,6 @@ def test_stay_bytes_keep_the_cpu_that_ran_last():
     run: checked on every pick of stay-byte and swarm schedules (4 CPUs, and 3)."""
     from random import Random
 
-    from fuzzer.decisions import record
     from fuzzer.strategies.atheris_worker import swarm_schedule
 
     checked = 0
