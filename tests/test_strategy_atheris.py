@@ -231,7 +231,7 @@ def _near_misses(spec: str, want: int, seed: int = 0) -> tuple[Machine, list[byt
     """Prefixes of swarm schedules that end where the run came near a violation."""
     from random import Random
 
-    from fuzzer.strategies.atheris_worker import swarm_schedule
+    from fuzzer.strategies.swarm import swarm_schedule
 
     machine = _machine(spec)
     rng = Random(seed)
@@ -250,7 +250,7 @@ def test_a_near_miss_is_a_state_from_which_the_violation_is_likely():
     state find the torn fetch of ftrace_nmi_2008:correct far more often than fresh runs do."""
     from random import Random
 
-    from fuzzer.strategies.atheris_worker import swarm_schedule
+    from fuzzer.strategies.swarm import swarm_schedule
 
     machine, prefixes = _near_misses("x86/ftrace_nmi_2008:correct", 6)
     rng = Random(1)
@@ -272,7 +272,7 @@ def test_swarm_schedules_vary_the_density_of_each_event_kind():
     from random import Random
 
     from fuzzer.machine import EV_FOREIGN, EV_NMI
-    from fuzzer.strategies.atheris_worker import swarm_schedule
+    from fuzzer.strategies.swarm import swarm_schedule
 
     scheds = [swarm_schedule(Random(seed), 256) for seed in range(200)]
     assert scheds == [swarm_schedule(Random(seed), 256) for seed in range(200)]
@@ -292,7 +292,7 @@ def test_stay_bytes_keep_the_cpu_that_ran_last():
     run: checked on every pick of stay-byte and swarm schedules (4 CPUs, and 3)."""
     from random import Random
 
-    from fuzzer.strategies.atheris_worker import swarm_schedule
+    from fuzzer.strategies.swarm import swarm_schedule
 
     checked = 0
     for cpus in (4, 3):

@@ -4,9 +4,11 @@ libFuzzer is steered by interleaving coverage rather than Python line coverage: 
 of each run (which patcher step each CPU's fetch, trap or handler read fell into, reads-from
 pairs, NMI/IPI/preemption at a patcher step, lock orders, ...) are fed to it through one block
 of custom counters, so a schedule that reaches a new interleaving joins the corpus. The
-default mutator (`atheris_worker.frontier_mutator`) spends runs first on near misses (new states
-one step from a violation), then on fresh swarm schedules (event densities and runs of one CPU
-that vary per schedule) and continuations of the states where inputs found new features.
+default mutator (`atheris_worker.site_hold_mutator`) spends runs first on near misses (new
+states one step from a violation), then on fresh schedules and continuations of the states where
+inputs found new features, all drawn while the machine runs them: event densities and runs of
+one CPU vary per schedule, and CPUs standing in front of a patch site are held back
+(`swarm.SiteHoldSource`).
 
 atheris allows one `Setup()` per process and `Fuzz()` never returns, so every campaign runs
 its fuzz job in a subprocess (`atheris_worker`). The worker writes findings and statistics to

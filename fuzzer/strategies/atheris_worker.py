@@ -28,15 +28,14 @@ import os
 import random
 import sys
 import time
-from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Sequence
-from itertools import accumulate
 from typing import IO
 
-from ..decisions import CPU_DRAWS, EVENT_BYTE, EVENT_RANGES, STAY_BYTES
-from ..machine import Config, Machine
+from ..decisions import CPU_DRAWS, EVENT_BYTE
+from ..machine import Config, Machine, RunResult
 from ..protocols import resolve
+from .swarm import site_hold_run, swarm_schedule
 
 COUNTERS = 1 << 16  # one block for every feature: libFuzzer has only 4096 module slots
 STATS_PERIOD = 0.2
@@ -52,10 +51,6 @@ FRONTIER_JITTER = 4  # decisions kept past the point where an input found a new 
 NEAR_SHARE = 0.8  # of mutations spent on near misses while any is queued
 NEAR_RUNS = 8  # continuations of one near miss before it leaves the queue
 NEAR_KEPT = 1 << 10  # near misses queued at most (the oldest are dropped)
-# the most each event kind can add to a fresh schedule's share of bytes (swarm_schedule)
-SWARM_DENSITY = 0.15
-# the most a fresh schedule's non-event bytes can be "stay" bytes (swarm_schedule)
-SWARM_STAY = 0.7
 
 
 class _Recorder:
@@ -91,12 +86,13 @@ class Shapes:
         # reached before: [input, decision counts of those states, continuations left]
         self.near: deque[list] = deque(maxlen=NEAR_KEPT)
 
-    def keep(self, data: bytes, rec: _Recorder, novel_at: tuple[int, ...]) -> None:
+    def keep(self, data: bytes, whats: tuple[str, ...], ns: tuple[int, ...],
+             novel_at: tuple[int, ...]) -> None:
         if len(self.shapes) >= SHAPES_KEPT:
             # dicts keep insertion order: forget the oldest
             for key in list(self.shapes)[: SHAPES_KEPT // 4]:
                 del self.shapes[key]
-        self.shapes[data] = (tuple(rec.whats), tuple(rec.ns))
+        self.shapes[data] = (whats, ns)
         if novel_at:
             if len(self.frontier) < POOL_KEPT:
                 self.frontier.append((data, novel_at))
@@ -155,10 +151,15 @@ class Harness:
             self.base = core._reserve_counters(COUNTERS)
             atheris.UpdateCounterArrays()
         data = data[: self.max_len]
-        # replayed through a recorder (the same run as from bytes) so the mutator can later
-        # edit this input decision by decision
-        rec = _Recorder(data)
-        result = self.machine.run(b"", source=rec, coverage=True)
+        live = LIVE.take(data)
+        if live is not None:
+            result, whats, ns = live
+        else:
+            # replayed through a recorder (the same run as from bytes) so the mutator can
+            # later edit this input decision by decision
+            rec = _Recorder(data)
+            result = self.machine.run(b"", source=rec, coverage=True)
+            whats, ns = tuple(rec.whats), tuple(rec.ns)
         self.runs += 1
         # looked up per call: the name is bound to a no-op stub until libFuzzer is running
         trace = atheris._trace_branch
@@ -170,7 +171,7 @@ class Harness:
                 seen.add(f)
                 self.fresh.append(f)
                 novel[i] = at
-        SHAPES.keep(data, rec, tuple(sorted(set(novel.values()))))
+        SHAPES.keep(data, whats, ns, tuple(sorted(set(novel.values()))))
         # a near miss is queued only where its feature is new: in a protocol that comes near
         # in every run (text_poke_bp pokes int3 under running CPUs) the queue stays short
         near_at = sorted({novel[i] for i in result.near or () if i in novel})
@@ -304,44 +305,13 @@ def decision_mutator(data: bytes, max_size: int, seed: int) -> bytes:
     return atheris.Mutate(data, max_size)
 
 
-def swarm_schedule(rng: random.Random, size: int) -> bytes:
-    """Random bytes, with each event kind (NMI, foreign trap, preemption, drain) made more
-    frequent by its own random amount, and a random share of the other bytes replaced by
-    "stay" bytes (decisions.STAY_BYTES: the CPU that ran last runs again): swarm testing
-    (Groce et al., ISSTA 2012). A uniform byte asks for an NMI at 1 step in 16 and switches
-    CPU at almost every step; races that need two NMIs in one window want schedules dense in
-    NMIs, others want few, and a race that needs one CPU to stand still at a patch site while
-    another takes many steps wants long runs of one CPU. One fixed distribution serves none.
-
-    Measured on ftrace_nmi_2008:correct (4 CPUs, 20,000 schedules each, near / hit): uniform
-    bytes 1 in 172 / 1 in 417; event densities of up to 10 % only, 1 in 109 / 1 in 204; with
-    stay bytes at up to SWARM_STAY of the rest, 1 in 76 / 1 in 112. Controls for the stay
-    bytes: the same share of random plain-step bytes 1 in 130 / 1 in 357, of "next CPU" bytes
-    1 in 191 / 1 in 435, so it is the runs of one CPU that help, not the fewer events. Event
-    densities of up to 15 % (SWARM_DENSITY) rather than 10 % come near as often (1 in 77 / 1
-    in 110) but earlier in a campaign: median schedules to the first finding 50 against 57
-    (seeds 1..123). The easy bugs move within noise (3,000 schedules each)."""
-    # cumulative: a byte becomes event kind k when its draw falls in [ends[k-1], ends[k])
-    ranges = list(EVENT_RANGES.values())
-    ends = list(accumulate(rng.uniform(0, SWARM_DENSITY) for _ in ranges))
-    stay = ends[-1] + (1 - ends[-1]) * rng.uniform(0, SWARM_STAY)
-    out = bytearray(rng.randbytes(size))
-    for i in range(size):
-        x = rng.random()
-        if x < ends[-1]:
-            lo, hi = ranges[bisect_right(ends, x)]
-            out[i] = rng.randrange(lo, hi)
-        elif x < stay:
-            out[i] = rng.choice(STAY_BYTES)
-    return bytes(out)
-
-
-def _near_miss_continuation(rng: random.Random, max_size: int) -> bytes | None:
+def _near_miss_prefix(rng: random.Random) -> bytes | None:
     """While a near miss is queued (an input came one step from an oracle's violation at a
     state never reached before, see RunResult.near), most mutations continue from exactly
-    that state, NEAR_RUNS times. From there a random continuation completes the violation
-    in about a third of the runs (ftrace_nmi_2008:correct: 17-100 %, median 35 %, over 23
-    near misses), against about 1 in 110 from scratch. None: no near miss this time."""
+    that state, NEAR_RUNS times: the decisions that lead there. From there a random
+    continuation completes the violation in about a third of the runs
+    (ftrace_nmi_2008:correct: 17-100 %, median 35 %, over 23 near misses), against about 1 in
+    110 from scratch. None: no near miss this time."""
     near = SHAPES.near
     while near and near[0][2] <= 0:
         near.popleft()
@@ -349,47 +319,91 @@ def _near_miss_continuation(rng: random.Random, max_size: int) -> bytes | None:
         return None
     entry = near[0]
     entry[2] -= 1
-    base, cut = entry[0], min(len(entry[0]), rng.choice(entry[1]))
-    return base[:cut] + swarm_schedule(rng, max(0, max_size - cut))
+    return entry[0][:rng.choice(entry[1])]
+
+
+def _frontier_prefix(rng: random.Random) -> bytes | None:
+    """FRESH_SHARE of the time None (start afresh); otherwise the decisions up to a few past a
+    point where an input found new features (input and point uniform)."""
+    front = SHAPES.frontier
+    if not front or rng.random() < FRESH_SHARE:
+        return None
+    base, novel_at = rng.choice(front)
+    return base[:rng.choice(novel_at) + rng.randint(0, FRONTIER_JITTER)]
+
+
+class LiveRuns:
+    """Site-hold schedules are drawn while the machine runs them (swarm.SiteHoldSource), so
+    the mutator has the run before libFuzzer asks for it. libFuzzer runs the mutator's output
+    next, and the same bytes give the same run, so the harness takes it from here instead of
+    running the schedule twice."""
+
+    def __init__(self) -> None:
+        self.machine: Machine | None = None
+        self.last: tuple[bytes, RunResult, tuple[str, ...], tuple[int, ...]] | None = None
+
+    def extend(self, prefix: bytes, rng: random.Random, max_size: int) -> bytes:
+        if self.machine is None:
+            raise RuntimeError("LiveRuns.machine is not set: the worker sets it before fuzzing")
+        result, src = site_hold_run(self.machine, rng, prefix[:max_size], max_size)
+        self.last = (result.schedule, result, tuple(src.whats), tuple(src.ns))
+        return result.schedule
+
+    def take(self, data: bytes) -> tuple[RunResult, tuple[str, ...], tuple[int, ...]] | None:
+        """The run of `data` if the last schedule drawn was `data`, else None."""
+        last, self.last = self.last, None
+        if last is not None and last[0] == data:
+            return last[1:]
+        return None
+
+
+LIVE = LiveRuns()
+
+
+def site_hold_mutator(data: bytes, max_size: int, seed: int) -> bytes:
+    """The default: near misses first; otherwise four fifths fresh schedules, a fifth
+    continuations of a state where an input found new features; every schedule (or
+    continuation) is drawn by site hold (see swarm.py). libFuzzer's choice of `data` is not
+    used: its corpus holds hundreds of inputs after a few hundred runs, and a continuation of
+    a state is what a new feature is worth.
+
+    Schedules to the first finding on ftrace_nmi_2008:correct, 4 CPUs, seeds 1..123: see
+    BENCHMARKS.md, against `frontier` (the same search with blind swarm bytes)."""
+    rng = random.Random(seed)
+    prefix = _near_miss_prefix(rng)
+    if prefix is None:
+        prefix = _frontier_prefix(rng) or b""
+    return LIVE.extend(prefix, rng, max_size)
 
 
 def frontier_mutator(data: bytes, max_size: int, seed: int) -> bytes:
-    """The default: near misses first; otherwise mostly fresh swarm schedules of the full
-    length, and a fifth of the time a continuation of a state where an input found new
-    features: pick such an input (uniformly) and one of the points where it did, keep its
-    decisions up to a few past that point and draw a swarm continuation to the full length.
-    libFuzzer's choice of `data` is not used: its corpus holds hundreds of inputs after a few
-    hundred runs, and a continuation of a state is what a new feature is worth.
+    """`site_hold_mutator` with blind swarm bytes (`swarm.swarm_schedule`) in place of site
+    hold: the default before site hold, kept as its control.
 
     Schedules to the first finding on ftrace_nmi_2008:correct, 4 CPUs, median over three
     blocks of 123 seeds: 50, 55 and 48 (geometric means 46, 48, 43); `near_mutator`, the same
     without continuations, 46, 48 and 56 (45, 41, 47); `decisions` 790 (BENCHMARKS.md has the
-    controls). No seed bug needs the continuations; they stay for the races that need
-    stepping stones, since they cost nothing measurable here."""
+    controls)."""
     rng = random.Random(seed)
-    near = _near_miss_continuation(rng, max_size)
-    if near is not None:
-        return near
-    front = SHAPES.frontier
-    if front and rng.random() >= FRESH_SHARE:
-        base, novel_at = rng.choice(front)
-        cut = min(len(base), rng.choice(novel_at) + rng.randint(0, FRONTIER_JITTER))
-        return base[:cut] + swarm_schedule(rng, max(0, max_size - cut))
-    return swarm_schedule(rng, max_size)
+    prefix = _near_miss_prefix(rng)
+    if prefix is None:
+        prefix = _frontier_prefix(rng) or b""
+    prefix = prefix[:max_size]
+    return prefix + swarm_schedule(rng, max_size - len(prefix))
 
 
 def near_mutator(data: bytes, max_size: int, seed: int) -> bytes:
     """`frontier_mutator` without continuations: near misses first, otherwise a fresh swarm
     schedule. The control that shows what the continuations add."""
     rng = random.Random(seed)
-    near = _near_miss_continuation(rng, max_size)
-    return swarm_schedule(rng, max_size) if near is None else near
+    prefix = (_near_miss_prefix(rng) or b"")[:max_size]
+    return prefix + swarm_schedule(rng, max_size - len(prefix))
 
 
 MUTATORS: dict[str, Callable[[bytes, int, int], bytes] | None] = {
-    "frontier": frontier_mutator, "near": near_mutator, "schedule": schedule_mutator,
-    "decisions": decision_mutator, "libfuzzer": None}
-DEFAULT_MUTATOR = "frontier"
+    "site-hold": site_hold_mutator, "frontier": frontier_mutator, "near": near_mutator,
+    "schedule": schedule_mutator, "decisions": decision_mutator, "libfuzzer": None}
+DEFAULT_MUTATOR = "site-hold"
 
 
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -411,6 +425,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     cls, variant = resolve(f"{args.protocol}:{args.variant}")
     # the whole Config (cpus, stop_machine_serializes, step limits) so runs match the parent's
     machine = Machine(cls, variant, Config(**json.loads(args.config)))
+    LIVE.machine = machine
     os.makedirs(args.corpus, exist_ok=True)
 
     import atheris
