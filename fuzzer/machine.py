@@ -568,7 +568,7 @@ class Machine:
 
     def waiting_at_site(self, idx: int) -> bool:
         """CPU `idx`'s next step fetches a patch site: its running code stands in front of
-        one. For generators that steer a run as it goes (strategies/site_hold.py)."""
+        one. For generators that steer a run as it goes (strategies/swarm.py)."""
         cpu = self.cpus[idx]
         top = cpu.frames[-1] if cpu.frames else None
         return top is not None and top is cpu.code_frame and top.at_site is not None

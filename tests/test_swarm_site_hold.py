@@ -87,7 +87,7 @@ def test_holding_finds_the_ftrace_nmi_race_far_more_often():
     assert held >= 20 and held >= 3 * unheld, (held, unheld)
 
 
-def test_live_runs_hand_the_run_to_the_harness_only_for_the_same_bytes(monkeypatch):
+def test_live_runs_hand_the_run_to_the_harness_only_for_the_same_bytes():
     machine = _machine("x86/text_poke_bp:correct")
     live = w.LiveRuns()
     with pytest.raises(RuntimeError, match="machine is not set"):

@@ -332,6 +332,15 @@ def _frontier_prefix(rng: random.Random) -> bytes | None:
     return base[:rng.choice(novel_at) + rng.randint(0, FRONTIER_JITTER)]
 
 
+def _start(rng: random.Random, max_size: int) -> bytes:
+    """Where a `site-hold` or `frontier` mutation starts: a queued near miss, else a frontier
+    state, else nothing (a fresh schedule)."""
+    prefix = _near_miss_prefix(rng)
+    if prefix is None:
+        prefix = _frontier_prefix(rng) or b""
+    return prefix[:max_size]
+
+
 class LiveRuns:
     """Site-hold schedules are drawn while the machine runs them (swarm.SiteHoldSource), so
     the mutator has the run before libFuzzer asks for it. libFuzzer runs the mutator's output
@@ -345,7 +354,7 @@ class LiveRuns:
     def extend(self, prefix: bytes, rng: random.Random, max_size: int) -> bytes:
         if self.machine is None:
             raise RuntimeError("LiveRuns.machine is not set: the worker sets it before fuzzing")
-        result, src = site_hold_run(self.machine, rng, prefix[:max_size], max_size)
+        result, src = site_hold_run(self.machine, rng, prefix, max_size)
         self.last = (result.schedule, result, tuple(src.whats), tuple(src.ns))
         return result.schedule
 
@@ -371,10 +380,7 @@ def site_hold_mutator(data: bytes, max_size: int, seed: int) -> bytes:
     blocks of 123 seeds: 13, 14 and 12; `frontier` (the same search with blind swarm bytes)
     50 on the first block, random 464, PCT 365 (BENCHMARKS.md has the controls)."""
     rng = random.Random(seed)
-    prefix = _near_miss_prefix(rng)
-    if prefix is None:
-        prefix = _frontier_prefix(rng) or b""
-    return LIVE.extend(prefix, rng, max_size)
+    return LIVE.extend(_start(rng, max_size), rng, max_size)
 
 
 def frontier_mutator(data: bytes, max_size: int, seed: int) -> bytes:
@@ -386,10 +392,7 @@ def frontier_mutator(data: bytes, max_size: int, seed: int) -> bytes:
     without continuations, 46, 48 and 56 (45, 41, 47); `decisions` 790 (BENCHMARKS.md has the
     controls)."""
     rng = random.Random(seed)
-    prefix = _near_miss_prefix(rng)
-    if prefix is None:
-        prefix = _frontier_prefix(rng) or b""
-    prefix = prefix[:max_size]
+    prefix = _start(rng, max_size)
     return prefix + swarm_schedule(rng, max_size - len(prefix))
 
 

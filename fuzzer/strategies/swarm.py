@@ -36,6 +36,21 @@ SWARM_DENSITY = 0.15
 # the most a schedule's CPU picks can keep the CPU that ran last
 SWARM_STAY = 0.7
 HOLD_ALWAYS = 0.5  # of site-hold schedules that always pass over CPUs at a site
+_RANGES = tuple(EVENT_RANGES.values())
+
+
+def _densities(rng: random.Random) -> list[float]:
+    """A schedule's own event densities, cumulative: a draw x in [0, 1) asks for event kind k
+    when it falls in [ends[k-1], ends[k]), and for no event from ends[-1] on."""
+    return list(accumulate(rng.uniform(0, SWARM_DENSITY) for _ in _RANGES))
+
+
+def _event_byte(rng: random.Random, ends: list[float], x: float) -> int | None:
+    """The event byte that draw `x` asks for under `ends`, or None: no event."""
+    if x >= ends[-1]:
+        return None
+    lo, hi = _RANGES[bisect_right(ends, x)]
+    return rng.randrange(lo, hi)
 
 
 def swarm_schedule(rng: random.Random, size: int) -> bytes:
@@ -55,16 +70,14 @@ def swarm_schedule(rng: random.Random, size: int) -> bytes:
     densities of up to 15 % (SWARM_DENSITY) rather than 10 % come near as often (1 in 77 / 1
     in 110) but earlier in a campaign: median schedules to the first finding 50 against 57
     (seeds 1..123). The easy bugs move within noise (3,000 schedules each)."""
-    # cumulative: a byte becomes event kind k when its draw falls in [ends[k-1], ends[k])
-    ranges = list(EVENT_RANGES.values())
-    ends = list(accumulate(rng.uniform(0, SWARM_DENSITY) for _ in ranges))
+    ends = _densities(rng)
     stay = ends[-1] + (1 - ends[-1]) * rng.uniform(0, SWARM_STAY)
     out = bytearray(rng.randbytes(size))
     for i in range(size):
         x = rng.random()
-        if x < ends[-1]:
-            lo, hi = ranges[bisect_right(ends, x)]
-            out[i] = rng.randrange(lo, hi)
+        event = _event_byte(rng, ends, x)
+        if event is not None:
+            out[i] = event
         elif x < stay:
             out[i] = rng.choice(STAY_BYTES)
     return bytes(out)
@@ -84,9 +97,7 @@ class SiteHoldSource:
         self.size = size
         self.whats: list[str] = []
         self.ns: list[int] = []
-        self.ranges = list(EVENT_RANGES.values())
-        # cumulative: an event draw becomes kind k when it falls in [ends[k-1], ends[k])
-        self.ends = list(accumulate(rng.uniform(0, SWARM_DENSITY) for _ in self.ranges))
+        self.ends = _densities(rng)
         self.stay = rng.uniform(0, SWARM_STAY)
         if hold is None:
             hold = 1.0 if rng.random() < HOLD_ALWAYS else rng.random()
@@ -102,11 +113,8 @@ class SiteHoldSource:
             return self.prefix[pos]
         rng = self.rng
         if what == "event":
-            x = rng.random()
-            if x < self.ends[-1]:
-                lo, hi = self.ranges[bisect_right(self.ends, x)]
-                return rng.randrange(lo, hi)
-            return rng.randrange(EV_NMI)  # a plain step
+            event = _event_byte(rng, self.ends, rng.random())
+            return rng.randrange(EV_NMI) if event is None else event  # None: a plain step
         if what == "cpu" and options:
             return self._pick(options)
         return rng.getrandbits(8)
