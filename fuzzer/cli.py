@@ -160,6 +160,12 @@ def _focused(machine: Machine, schedule: bytes, result) -> list[str]:
     return focus(machine, schedule, result)
 
 
+def _focused_view(machine: Machine, schedule: bytes, result) -> tuple[list[str], list]:
+    from .focus import focus_view
+
+    return focus_view(machine, schedule, result)
+
+
 def _open_db(url: str | None):
     import db
 
@@ -527,6 +533,7 @@ def crashes_show(bucket_id, as_json, timeline, focus, db_url) -> None:
     sample = b.get("best_sample") or {}
     trace: list[str] = []
     focused: list[str] = []
+    rows: list = []  # the timeline's boxes
     cpus = (sample.get("config") or {}).get("cpus", 4)
     if sample:
         try:
@@ -534,16 +541,24 @@ def crashes_show(bucket_id, as_json, timeline, focus, db_url) -> None:
             result = machine.run(bytes(sample["schedule"]), trace=True)
             trace = result.trace
             if focus:
-                focused = _focused(machine, bytes(sample["schedule"]), result)
+                focused, rows = _focused_view(machine, bytes(sample["schedule"]), result)
+            else:
+                from .timeline import rows_of_events
+
+                rows = rows_of_events(result.events, result.renderer)
         except UserError:
             trace = ["(protocol no longer available: trace not replayed)"]
     if timeline is not None:
         from .timeline import render_html, render_svg
 
         title = f"{b['protocol']}:{b['variant']} [{b['oracle']}] {b['title']}"
-        render = render_svg if timeline.suffix == ".svg" else render_html
+        lines = focused if focus and focused else trace
         try:
-            timeline.write_text(render(focused if focus and focused else trace, title, cpus), encoding="utf-8")
+            if timeline.suffix == ".svg":
+                picture = render_svg(rows, title, cpus)
+            else:
+                picture = render_html(rows, title, cpus, lines)
+            timeline.write_text(picture, encoding="utf-8")
         except OSError as e:
             raise UserError(f"cannot write {timeline}: {e.strerror}") from None
     if as_json:

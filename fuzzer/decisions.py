@@ -24,19 +24,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .machine import EV_DRAIN, EV_FOREIGN, EV_NMI, EV_PREEMPT, Machine, RunResult
+from .draws import CPU_DRAWS, EVENT_BYTE, EVENT_RANGES, EVENT_TARGET, NEUTRAL, STAY_BYTES, event_kind
+from .machine import Machine, RunResult
 
-# Draws whose answer picks one of `options` (CPU indices): a plan names the CPU itself.
-CPU_DRAWS = frozenset({"cpu", "nmi cpu", "trap cpu", "preempt cpu", "drain cpu"})
-# The byte that acts as each draw's default where bytes must go on (the machine's own defaults
-# in byte form: drain everything, refresh every unit, take the IPI, run to the next stop).
-NEUTRAL = {"event": 0, "cpu": 0, "drain": 255, "refresh": 0xFF, "take ipi": 0, "slice": 0,
-           "preempt for": 0, "nmi cpu": 0, "trap cpu": 0, "preempt cpu": 0, "drain cpu": 0}
-EVENT_TARGET = {"nmi": "nmi cpu", "foreign": "trap cpu", "preempt": "preempt cpu", "drain": "drain cpu"}
+__all__ = ["CPU_DRAWS", "EVENT_BYTE", "EVENT_RANGES", "EVENT_TARGET", "NEUTRAL", "STAY_BYTES", "Answer",
+           "Plan", "PlanSource", "Recorder", "Step", "describe", "encode", "event_kind", "nontrivial",
+           "plan_of", "record", "record_all", "split_steps", "steps_of", "trim_neutral"]
 
 
 @dataclass(frozen=True)
-class Draw:
+class Answer:
+    """One draw of a recorded run: where its byte is, what was asked, and the byte."""
+
     pos: int  # index of the byte in the schedule
     what: str
     n: int
@@ -51,48 +50,23 @@ class Draw:
         return None
 
 
-def event_kind(byte: int) -> str:
-    """What an "event" byte asks for."""
-    if byte < EV_NMI:
-        return "step"
-    if byte < EV_FOREIGN:
-        return "nmi"
-    if byte < EV_PREEMPT:
-        return "foreign"
-    if byte < EV_DRAIN:
-        return "preempt"
-    return "drain"
-
-
-# Representative "event" bytes: the first of each range.
-EVENT_BYTE = {"step": 0, "nmi": EV_NMI, "foreign": EV_FOREIGN, "preempt": EV_PREEMPT, "drain": EV_DRAIN}
-# The byte range [lo, hi) of each injected event kind, in byte order.
-EVENT_RANGES = {"nmi": (EV_NMI, EV_FOREIGN), "foreign": (EV_FOREIGN, EV_PREEMPT),
-                "preempt": (EV_PREEMPT, EV_DRAIN), "drain": (EV_DRAIN, 256)}
-# Bytes that, read as the "cpu" draw, pick the CPU that ran last again: the runnable CPUs are
-# listed round robin from the one after it, so it is last, and these are -1 modulo every
-# runnable count that divides 12 (up to 4 CPUs always). Read as an "event" they are plain steps.
-# A run of them is a stretch where one CPU keeps going while the others stand still.
-STAY_BYTES = tuple(range(11, EV_NMI, 12))
-
-
 class Recorder:
     """A ChoiceSource that answers from `data` and logs every draw it answers."""
 
     def __init__(self, data: bytes) -> None:
         self.data = bytes(data)
-        self.draws: list[Draw] = []
+        self.draws: list[Answer] = []
 
     def choose(self, what: str, n: int, options: tuple[int, ...] | None) -> int | None:
         pos = len(self.draws)
         if pos >= len(self.data):
             return None
         v = self.data[pos]
-        self.draws.append(Draw(pos, what, n, options, v))
+        self.draws.append(Answer(pos, what, n, options, v))
         return v
 
 
-def record(machine: Machine, schedule: bytes, **run_kw) -> tuple[list[Draw], RunResult]:
+def record(machine: Machine, schedule: bytes, **run_kw) -> tuple[list[Answer], RunResult]:
     """Every draw a replay of `schedule` answers from its bytes, and the run's result (the same
     run as `machine.run(schedule)`)."""
     rec = Recorder(schedule)
@@ -118,11 +92,11 @@ class _ExplicitRecorder(Recorder):
             v = NEUTRAL.get(what, 0)
         else:
             return None
-        self.draws.append(Draw(pos, what, n, options, v))
+        self.draws.append(Answer(pos, what, n, options, v))
         return v
 
 
-def record_all(machine: Machine, schedule: bytes) -> tuple[list[Draw], RunResult]:
+def record_all(machine: Machine, schedule: bytes) -> tuple[list[Answer], RunResult]:
     """Every draw of `schedule`'s run, those its bytes answer and those the defaults answer
     after them (up to the run's last step), and the run's result. Replaying the bytes of these
     draws gives the same run, except that the fair-scheduling hang clock starts later."""
@@ -138,7 +112,7 @@ class Step:
     terms: a CPU index for CPU draws, the byte otherwise."""
 
     start: int  # position of its first byte
-    draws: tuple[Draw, ...]
+    draws: tuple[Answer, ...]
 
     @property
     def end(self) -> int:
@@ -161,9 +135,9 @@ class Step:
         return out
 
 
-def split_steps(draws: Iterable[Draw]) -> list[Step]:
+def split_steps(draws: Iterable[Answer]) -> list[Step]:
     steps: list[Step] = []
-    cur: list[Draw] = []
+    cur: list[Answer] = []
     for d in draws:
         if d.what == "event" and cur:
             steps.append(Step(cur[0].pos, tuple(cur)))

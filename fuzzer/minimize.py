@@ -32,6 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import decisions as dec
+from . import events as ev
 from .machine import Machine
 
 ORDERS = ("steps", "bytes")
@@ -57,9 +58,9 @@ def shape(machine: Machine, schedule: bytes) -> Shape:
     r = machine.run(schedule, trace=True)
     return Shape(
         bytes=len(schedule), steps=r.steps,
-        nmis=sum("NMI (serializing)" in line for line in r.trace),
-        preemptions=sum("preempted at" in line for line in r.trace),
-        foreign_traps=sum("(foreign: kprobe)" in line for line in r.trace),
+        nmis=sum(type(e) is ev.Nmi for e in r.events),
+        preemptions=sum(type(e) is ev.Preempted for e in r.events),
+        foreign_traps=sum(type(e) is ev.Trap and e.foreign for e in r.events),
         decisions=dec.nontrivial(machine, schedule),
     )
 

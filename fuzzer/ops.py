@@ -1,8 +1,10 @@
 """Operations a protocol coroutine yields. Each yield is one scheduling point.
 
-Ops are plain records; the machine (`machine.py`) gives them meaning. `blocking` ops make the
-frame wait until `Machine._ready()` says the op can proceed; everything else takes one step
-(a text poke takes one step per store unit).
+Ops are plain records; the machine gives them meaning (each op's handler lives with the part of
+the machine it concerns: `machine/memory.py`, `interrupts.py`, `sync.py`, `core.py`).
+`blocking` ops make the frame wait until the op's readiness check says it can proceed;
+everything else takes one step (a text poke takes one step per store unit). A protocol never
+calls into the machine: even stop_machine is a pair of ops.
 """
 
 from __future__ import annotations
@@ -142,8 +144,41 @@ class CpuUp(Op):
     cpu: int
 
 
+class StopMachineEnter(Op):
+    """Start stop_machine. Yielding it asks every other online CPU to park (the machine does
+    that at the yield, `sm` is the rendezvous); it proceeds once all have parked."""
+
+    __slots__ = ("sm",)
+    blocking = True
+
+    def __init__(self) -> None:
+        self.sm = None
+
+
+@dataclass(slots=True)
+class StopMachineExit(Op):
+    """Release the CPUs parked by `enter`."""
+
+    enter: StopMachineEnter
+
+
+@dataclass(slots=True)
+class Park(Op):
+    """Yielded by the machine's own parked frame: held in the rendezvous until released."""
+
+    sm: Any
+    blocking = True
+
+
+@dataclass(slots=True)
+class TaskDone(Op):
+    """Yielded by the machine after a protocol task's coroutine returns."""
+
+    name: str
+
+
 class NotMine:
-    """The int3 handler's answer for a breakpoint it does not own."""
+    """The trap handler's answer for a breakpoint it does not own."""
 
     def __repr__(self) -> str:
         return "NOT_MINE"
@@ -154,7 +189,7 @@ NOT_MINE = NotMine()
 
 @dataclass(frozen=True, slots=True)
 class Emulate:
-    """The int3 handler's answer: emulate `insn` as if it ran at `addr`."""
+    """The trap handler's answer: emulate `insn` as if it ran at `addr`."""
 
     addr: int
     insn: bytes

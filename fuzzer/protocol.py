@@ -2,8 +2,9 @@
 
 A protocol is a class with the sites it patches, its variants (parameters, not copies), the
 expected verdict of each variant, and a few coroutines (`patcher`, optionally `hotplug`,
-`int3_handler`, `nmi_enter`, `nmi_exit`) that yield one shared-memory operation at a time
-through `k`, the kernel interface of the CPU they run on.
+`trap_handler`, `nmi_enter`, `nmi_exit`) that yield one shared-memory operation at a time
+through `k`, the kernel interface of the CPU they run on. An ISA may let its protocols name
+the trap handler as its kernel does (x86: `int3_handler`, see `Arch.trap_handler_alias`).
 """
 
 from __future__ import annotations
@@ -149,10 +150,10 @@ class K:
     def stop_machine(self, fn) -> Iterator:
         """Use as `yield from k.stop_machine(fn)`: `fn(k)` is a coroutine run on this CPU while
         every other online CPU is parked in the rendezvous with IRQs off (NMIs still arrive)."""
-        enter = self._m.stop_machine_enter(self.cpu)
+        enter = ops.StopMachineEnter()
         yield enter
         result = yield from fn(self)
-        yield self._m.stop_machine_exit(enter)
+        yield ops.StopMachineExit(enter)
         return result
 
     def complete(self) -> ops.Complete:
@@ -223,7 +224,9 @@ class Protocol:
     def hotplug(self, k: K) -> Iterator:
         return iter(())
 
-    def int3_handler(self, k: K, ip: int) -> Iterator:
+    def trap_handler(self, k: K, ip: int) -> Iterator:
+        """Called when a CPU executes a breakpoint at `ip` (the protocol's own at a site, or a
+        foreign one): return `k.NOT_MINE` or `k.emulate(ip, insn)`."""
         return NOT_MINE
         yield  # pragma: no cover - makes this a generator
 

@@ -1,44 +1,53 @@
-"""A picture of the race: one lane per CPU over scheduling steps, drawn from a run's trace.
+"""A picture of the race: one lane per CPU over scheduling steps, drawn from a run's events.
 
-Each trace event becomes a box in its CPU's lane at its step, labelled with what happened (the
-bytes a fetch at a patch site saw, what a text write stored where, IPIs, NMIs, int3 and handler
-steps, lock waits, stop_machine, memory) and coloured by kind; the violation is marked in red
-with its title. Draws the full trace or the focused one (folded step ranges). SVG, or HTML
-wrapping it.
+Each event becomes a box in its CPU's lane at its step, labelled with what happened (the bytes
+a fetch at a patch site saw, what a text write stored where, IPIs, NMIs, traps and handler
+steps, lock waits, stop_machine, memory) and coloured by its category; the violation is marked
+in red with its title. Draws the full trace or the focused one (folded step ranges). SVG, or
+HTML wrapping it. It draws rows (`Row`), built from events or from focused lines: it reads no
+trace text.
 """
 
 from __future__ import annotations
 
-import re
+from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
-# "  12 cpu0 thread msg", or a folded range "  4-6 cpu0 thread msg" (the focused trace)
-LINE = re.compile(r"^\s*(\d+)(?:-(\d+))?\s+cpu(\d+) (\S+)\s+(.*)$")
-KINDS = [  # (substring, kind, colour): first match wins
-    ("***", "violation", "#d62728"),
-    ("consequence:", "violation", "#ff9896"),
-    ("fetch ", "fetch", "#6baed6"),
-    ("poke ", "text write", "#fdae6b"),
-    ("drain: ", "memory", "#d9d9d9"),
-    ("IPI", "ipi", "#74c476"),
-    ("sync_core", "ipi", "#74c476"),
-    ("NMI", "nmi", "#bcbddc"),
-    ("int3", "trap", "#f1b6da"),
-    ("waits for", "lock wait", "#c49c94"),
-    ("lock ", "lock", "#dbdb8d"),
-    ("stop_machine", "stop_machine", "#9edae5"),
-    ("preempt", "preemption", "#bdbdbd"),
-]
-OTHER = ("op", "#c6dbef")
+from .events import Event, Renderer
+
+COLOURS = {  # category -> colour, in legend order
+    "violation": "#d62728",
+    "consequence": "#ff9896",
+    "fetch": "#6baed6",
+    "text write": "#fdae6b",
+    "memory": "#d9d9d9",
+    "ipi": "#74c476",
+    "nmi": "#bcbddc",
+    "trap": "#f1b6da",
+    "lock wait": "#c49c94",
+    "lock": "#dbdb8d",
+    "stop_machine": "#9edae5",
+    "preemption": "#bdbdbd",
+    "op": "#c6dbef",
+}
 CHAR_W, ROW_H, LEFT, TOP = 5.6, 14, 64, 48  # monospace 9 px: ~5.4 px per character
 MAX_LABEL = 44  # characters shown in a box; the whole line is in its tooltip
 
 
-def _kind(msg: str) -> tuple[str, str]:
-    for key, kind, colour in KINDS:
-        if key in msg:
-            return kind, colour
-    return OTHER
+@dataclass(frozen=True)
+class Row:
+    """One box: steps first..last of one CPU, in a context, of a category, saying `text`."""
+
+    first: int
+    last: int
+    cpu: int
+    ctx: str
+    category: str
+    text: str
+
+
+def rows_of_events(events: list[Event], r: Renderer) -> list[Row]:
+    return [Row(e.step, e.step, e.cpu, e.ctx, e.category, e.text(r)) for e in events]
 
 
 def _label(msg: str) -> str:
@@ -46,21 +55,18 @@ def _label(msg: str) -> str:
     return msg if len(msg) <= MAX_LABEL else msg[:MAX_LABEL - 1] + "\u2026"
 
 
-def render_svg(trace: list[str], title: str, ncpus: int) -> str:
+def render_svg(rows: list[Row], title: str, ncpus: int) -> str:
     """Columns are the steps that have events (left to right, in order), each as wide as its
     longest label, so the bytes a CPU fetched and what was written where can be read on the
     picture itself; each CPU lane is as tall as its busiest step."""
-    events = []
-    for line in trace:
-        m = LINE.match(line)
-        if m and int(m[3]) < ncpus:
-            events.append((int(m[1]), int(m[2] or m[1]), int(m[3]), m[4], m[5]))
+    events = [(row.first, row.last, row.cpu, row.ctx, row.category, row.text) for row in rows
+              if 0 <= row.cpu < ncpus]
     columns = sorted({e[0] for e in events})
     col_of = {step: i for i, step in enumerate(columns)}
     cells: dict[tuple[int, int], list[tuple[int, str, str]]] = {}
     width_of = [0.0] * len(columns)
-    for first, last, cpu, ctx, msg in events:
-        cells.setdefault((col_of[first], cpu), []).append((last, ctx, msg))
+    for first, last, cpu, ctx, category, msg in events:
+        cells.setdefault((col_of[first], cpu), []).append((last, ctx, category, msg))
         width_of[col_of[first]] = max(width_of[col_of[first]], len(_label(msg)) * CHAR_W + 8, 28)
     xs, x = [], float(LEFT)
     for w in width_of:
@@ -86,8 +92,8 @@ def render_svg(trace: list[str], title: str, ncpus: int) -> str:
                    f'fill="{"#f4f4f4" if cpu % 2 else "#fbfbfb"}" stroke="#ddd"/>')
         out.append(f'<text x="8" y="{lane_y[cpu] + h / 2}" font-size="12">cpu{cpu}</text>')
     for (col, cpu), items in sorted(cells.items()):
-        for k, (last, ctx, msg) in enumerate(items):
-            kind, colour = _kind(msg)
+        for k, (last, ctx, kind, msg) in enumerate(items):
+            colour = COLOURS.get(kind, COLOURS["op"])
             step = columns[col]
             span = f"steps {step}-{last}" if last != step else f"step {step}"
             bx, by = xs[col], lane_y[cpu] + k * ROW_H
@@ -97,24 +103,22 @@ def render_svg(trace: list[str], title: str, ncpus: int) -> str:
                        f'fill="{colour}" rx="2"'
                        + (' stroke="#d62728" stroke-width="1.5"' if kind == "violation" else "") + '/>'
                        f'<text x="{bx + 3:.0f}" y="{by + 9}" fill="#000">{escape(_label(ctx_mark + msg))}</text></g>')
-            if kind == "violation" and msg.startswith("***"):
+            if kind == "violation":
                 out.append(f'<line x1="{bx - 2:.0f}" y1="{TOP - 20}" x2="{bx - 2:.0f}" y2="{lane_y[-1] + rows_of[-1] * ROW_H + 4}" '
                            f'stroke="#d62728" stroke-width="2"/>')
                 out.append(f'<text x="{LEFT}" y="{y + 14}" fill="#d62728" font-size="11">'
                            f'step {step}, cpu{cpu}: {escape(msg.removeprefix("*** "))}</text>')
     legend_y = y + 36
-    seen: list[str] = []
-    for _, kind, colour in [*KINDS, ("", *OTHER)]:
-        if kind not in seen:
-            seen.append(kind)
-            lx = LEFT + (len(seen) - 1) * 90
-            out.append(f'<rect x="{lx}" y="{legend_y}" width="10" height="10" fill="{colour}"/>'
-                       f'<text x="{lx + 14}" y="{legend_y + 9}">{escape(kind)}</text>')
+    for i, (kind, colour) in enumerate(COLOURS.items()):
+        lx = LEFT + i * 90
+        out.append(f'<rect x="{lx}" y="{legend_y}" width="10" height="10" fill="{colour}"/>'
+                   f'<text x="{lx + 14}" y="{legend_y + 9}">{escape(kind)}</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
 
 
-def render_html(trace: list[str], title: str, ncpus: int) -> str:
-    rows = "\n".join(escape(line) for line in trace)
+def render_html(rows: list[Row], title: str, ncpus: int, lines: list[str]) -> str:
+    """The picture and, below it, the trace as text (`lines`)."""
+    text = "\n".join(escape(line) for line in lines)
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title></head>"
-            f"<body>{render_svg(trace, title, ncpus)}<pre>{rows}</pre></body></html>\n")
+            f"<body>{render_svg(rows, title, ncpus)}<pre>{text}</pre></body></html>\n")

@@ -2,7 +2,8 @@
 bytes that replay them, and editing one decision leaves the others' meaning alone."""
 
 from fuzzer import decisions as dec
-from fuzzer.machine import EV_NMI, Config, Machine
+from fuzzer.draws import EV_NMI
+from fuzzer.machine import Config, Machine
 from fuzzer.protocols import resolve
 from fuzzer.strategies import RandomStrategy
 

@@ -271,7 +271,7 @@ def test_near_misses_point_into_the_features():
 def test_swarm_schedules_vary_the_density_of_each_event_kind():
     from random import Random
 
-    from fuzzer.machine import EV_FOREIGN, EV_NMI
+    from fuzzer.draws import EV_FOREIGN, EV_NMI
     from fuzzer.strategies.swarm import swarm_schedule
 
     scheds = [swarm_schedule(Random(seed), 256) for seed in range(200)]

@@ -149,13 +149,30 @@ def test_bounds_and_constructor():
         ExhaustiveStrategy(order="bfs")
 
 
-def test_unclassified_machine_state_is_refused():
-    # pruning on state the key does not cover would be unsound: the search must refuse it
+@pytest.mark.parametrize("owner", ["machine", "memory", "views", "sync"])
+def test_unclassified_machine_state_is_refused(owner):
+    # pruning on state the key does not cover would be unsound: the search must refuse it,
+    # whether the machine itself or one of its parts grew the field
     machine = _machine("x86/text_poke_bp:correct")
     strategy = ExhaustiveStrategy()
     strategy.bind(machine)
     machine.run()
-    machine.new_engine_state = 1
+    target = machine if owner == "machine" else getattr(machine, owner)
+    target.new_engine_state = 1
     run = strategy.next_run()
     with pytest.raises(RuntimeError, match="new_engine_state"):
         machine.run(run.schedule, source=run.source)
+
+
+def test_every_record_field_is_state_unless_it_says_why_not():
+    # the records' state views take every slot by default: a new field is keyed, not lost
+    from fuzzer.machine.state import Cpu, Frame, _state_slots
+
+    machine = _machine("x86/text_poke_bp:correct")
+    machine.run(bytes(64))
+    cpu = machine.cpus[1]
+    slots = {s for klass in Cpu.__mro__ for s in getattr(klass, "__slots__", ())}
+    assert set(cpu.state(machine.step)) == slots - set(Cpu.NOT_STATE)
+    assert set(_state_slots(Cpu)) == slots - set(Cpu.NOT_STATE)
+    frame = cpu.frames[0]
+    assert set(frame.state()) == {f for f in Frame.__dataclass_fields__} - set(Frame.NOT_STATE)

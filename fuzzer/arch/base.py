@@ -42,6 +42,7 @@ class Image:
     thread_entry: int  # the caller loop run by every thread context
     nmi_entry: int  # NMI handler: calls traced functions, ends in the stop instruction
     foreign_trap: int  # address of a breakpoint owned by someone else (a kprobe)
+    stop_pcs: frozenset = frozenset()  # addresses just after each stop instruction: code ends there
 
 
 class Arch:
@@ -64,6 +65,9 @@ class Arch:
     # Does leaving the stop_machine rendezvous serialize the parked CPUs? An assumption,
     # stated in RULES, that the user can override per run.
     stop_machine_serializes: bool = True
+    # The protocol method name this ISA's protocols may use for the trap handler instead of
+    # the ISA-neutral `trap_handler` (x86: int3_handler), or None.
+    trap_handler_alias: str | None = None
     RULES: tuple[Rule, ...] = ()
 
     # ---- image and registers -------------------------------------------------------------
@@ -81,6 +85,11 @@ class Arch:
 
     def disasm(self, code: bytes, addr: int) -> str:
         raise NotImplementedError
+
+    def register_abstractable(self, blobs: list[bytes]) -> bool:
+        """True if code made of these blobs reads no register state but SP, the IRQ flag and
+        the stack (exhaustive search may then key states on those alone)."""
+        return False
 
     def store_units(self, offset: int, data: bytes) -> list[tuple[int, bytes]]:
         """Split a text write into the stores the CPU performs, in program order."""

@@ -192,6 +192,7 @@ class X86_64(Arch):
     store_buffer = "fifo"
     own_store_visible_to_fetch = True
     stop_machine_serializes = True
+    trap_handler_alias = "int3_handler"
     RULES = (
         Rule(
             "Fetch unit is 1 byte: an instruction fetched while another CPU writes it may mix "
@@ -291,6 +292,25 @@ class X86_64(Arch):
             return "next", addr + len(insn)
         return "bad", 0
 
+    # What the generated image may execute if register abstraction is to be sound: none of
+    # these reads a general-purpose register other than RSP (call/ret) or an arithmetic flag.
+    _SAFE_MNEMONICS = frozenset({"nop", "ret", "call", "jmp", "cli", "sti", "hlt", "int3"})
+    _COUNTERS = frozenset({"r14", "r15"})  # `inc` of a register nothing else reads
+
+    def register_abstractable(self, blobs: list[bytes]) -> bool:
+        for blob in blobs:
+            decoded = 0
+            for insn in _CS.disasm(bytes(blob), 0):
+                decoded += insn.size
+                if insn.mnemonic in self._SAFE_MNEMONICS:
+                    continue
+                if insn.mnemonic == "inc" and insn.op_str in self._COUNTERS:
+                    continue
+                return False
+            if decoded != len(blob):
+                return False
+        return True
+
     # ---- image -----------------------------------------------------------------------------
     def build_image(self, sites: dict, calls_irqs_off: bool = True) -> Image:
         """Generate the kernel: traced functions (site + body + ret), a tracer, the caller loop
@@ -352,6 +372,7 @@ class X86_64(Arch):
             thread_entry=loop,
             nmi_entry=nmi,
             foreign_trap=symbols["kprobed_func"],
+            stop_pcs=frozenset(TEXT_BASE + i + 1 for i, b in enumerate(code) if b == HLT[0]),
         )
 
     # ---- CPUs ------------------------------------------------------------------------------
@@ -684,6 +705,20 @@ class X86Cpu:
             pc = next_pc
         _set_reg(eng, _RIP, pc)
         return pc
+
+    def abstract_registers(self, ctx=None) -> tuple | None:
+        """(SP, IRQs enabled, the live stack above SP) of the CPU, or of a saved context; None
+        when SP is outside the known stacks."""
+        if ctx is None:
+            rsp = self.uc.reg_read(X.UC_X86_REG_RSP)
+            iflag = self.irqs_enabled()
+        else:
+            rsp = ctx.reg_read(X.UC_X86_REG_RSP)
+            iflag = bool(ctx.reg_read(X.UC_X86_REG_EFLAGS) & EFLAGS_IF)
+        top = THREAD_STACK_TOP if rsp <= THREAD_STACK_TOP else NMI_STACK_TOP
+        if not 0 <= top - rsp <= 4096:
+            return None
+        return (rsp, iflag, bytes(self.uc.mem_read(rsp, top - rsp)))
 
     def return_address(self) -> int:
         rsp = self.uc.reg_read(X.UC_X86_REG_RSP)

@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import IO
 
-from ..decisions import CPU_DRAWS, EVENT_BYTE
+from ..draws import DRAWS, EVENT_BYTE
 from ..machine import Config, Machine, RunResult
 from ..protocols import resolve
 from .swarm import site_hold_run, swarm_schedule
@@ -210,17 +210,8 @@ def _event_bytes(rng: random.Random) -> bytes:
 
 def _redraw(what: str, n: int, old: int, rng: random.Random) -> int:
     """Another answer to a draw, chosen among the ones that mean something different."""
-    if what in CPU_DRAWS:
-        return (old + 1 + rng.randrange(max(1, n - 1))) % 256 if n > 1 else old
-    if what == "refresh":  # which fetch units of a stale view are refreshed
-        return rng.randrange(256)
-    if what == "drain":  # how many buffered stores drain first; 255 is all
-        return rng.choice((255, rng.randrange(max(1, n))))
-    if what == "take ipi":
-        return 0 if old >= 160 else rng.randrange(160, 256)
-    if what == "slice":  # 0: to the next stop; 192+k: k instructions
-        return 0 if old >= 192 else rng.randrange(192, 200)
-    return rng.randrange(256)
+    spec = DRAWS.get(what)
+    return spec.redraw(old, n, rng) if spec is not None else rng.randrange(256)
 
 
 def decision_mutation(data: bytes, whats: tuple[str, ...], ns: tuple[int, ...], max_size: int,

@@ -28,8 +28,8 @@ import random
 from bisect import bisect_right
 from itertools import accumulate
 
-from ..decisions import EVENT_RANGES, STAY_BYTES
-from ..machine import EV_NMI, Machine, RunResult
+from ..draws import EVENT_RANGES, KIND, STAY_BYTES
+from ..machine import Machine, RunResult
 
 # the most each event kind can add to a schedule's share of steps
 SWARM_DENSITY = 0.15
@@ -114,7 +114,7 @@ class SiteHoldSource:
         rng = self.rng
         if what == "event":
             event = _event_byte(rng, self.ends, rng.random())
-            return rng.randrange(EV_NMI) if event is None else event  # None: a plain step
+            return rng.randrange(KIND["step"].hi) if event is None else event  # None: a plain step
         if what == "cpu" and options:
             return self._pick(options)
         return rng.getrandbits(8)

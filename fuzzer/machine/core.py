@@ -1,0 +1,324 @@
+"""The machine: several emulated CPUs running real code, a protocol, and one run at a time.
+
+Build once per (protocol, variant, configuration); `run()` many schedules. The machine is the
+composition of parts that each own one responsibility:
+
+    memory.py      shared variables, store buffers, the text's truth; data and text ops
+    views.py       per-CPU instruction views and when they refresh
+    fetch.py       what a fetch at a patch site is (whole, foreign, torn)
+    code.py        slices of real code on the emulator, its hooks, the aftermath of a finding
+    interrupts.py  traps, NMIs, IPIs, preemption
+    sync.py        locks and the wait-for graph, stop_machine, hotplug
+    tasks.py       the protocol's tasks and the caller loops of the other CPUs
+    scheduler.py   the loop: one step at a time, every decision drawn from the schedule
+    coverage.py    interleaving coverage, an observer of the events
+    ../oracles/    what is a violation, one file each
+
+This module holds what they share: the run's state (step, last CPU, completion, the finding),
+the frame stacks (push, advance, pop), the event stream (`emit`), the oracles' check points
+(`check`, `report`) and the public view of the state strategies read (`state_view`,
+`event_candidates`, `waiting_at_site`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import events as ev
+from ..arch import get_arch
+from ..choices import Abandon, Choices
+from ..events import Renderer
+from ..oracles import ALL as ALL_ORACLES
+from ..oracles import CHECK_POINTS, Finding
+from ..oracles.titles import sanitize
+from ..protocol import Call, Jmp, K, Protocol
+from .code import Code
+from .coverage import Coverage
+from .fetch import FetchModel
+from .interrupts import Interrupts
+from .memory import Memory
+from .scheduler import Scheduler
+from .state import MAX_CPUS, MIN_CPUS, Config, Cpu, Frame, RunResult, SiteState
+from .sync import Sync
+from .tasks import Tasks
+from .views import Views
+
+
+class Checks:
+    """Per check point, the oracles' bound `on_<point>` methods (see oracles/base.py)."""
+
+    def __init__(self, oracles: list) -> None:
+        for point in CHECK_POINTS:
+            setattr(self, point, tuple(getattr(o, f"on_{point}") for o in oracles
+                                       if point in o.subscriptions()))
+
+
+class Machine:
+    """Build once per (protocol, variant, configuration); `run()` many schedules."""
+
+    # The run's own state, and the parts and records that state theirs (`state_view`).
+    RUN_STATE = ("last_cpu", "completed", "epilogue", "tasks_left")
+    STATE_PARTS = ("memory", "sync", "sites", "proto", "cpus")
+    PARTS = ("memory", "views", "fetch", "code", "interrupts", "sync", "tasks", "scheduler")
+    NOT_STATE = {
+        **dict.fromkeys(("config", "protocol_cls", "variant", "arch", "stop_machine_serializes", "image",
+                         "site_by_addr", "_site_ranges", "ncpus", "renderer", "oracles", "_oracle",
+                         "checks", "handlers", "readiness", "yield_hooks"), "fixed for the machine's lifetime"),
+        **dict.fromkeys(PARTS, "a part: classifies its own attributes"),
+        "step": "kept as steps left and a preemption's remaining time",
+        "ch": "the choice source itself",
+        "coverage": "coverage only", "progress": "coverage only", "events": "the trace only",
+        "tracing": "the trace only", "observing": "trace or coverage only",
+        "finding": "None until the run ends",
+        "fair_steps": "counted only once a schedule runs out",
+    }
+
+    def __init__(self, protocol_cls: type[Protocol], variant: str, config: Config | None = None):
+        self.config = config or Config()
+        if not MIN_CPUS <= self.config.cpus <= MAX_CPUS:
+            raise ValueError(f"cpus must be between {MIN_CPUS} and {MAX_CPUS}")
+        self.protocol_cls = protocol_cls
+        self.proto = protocol_cls(variant)
+        self.variant = variant
+        self.arch = get_arch(protocol_cls.arch)
+        smz = self.config.stop_machine_serializes
+        self.stop_machine_serializes = self.arch.stop_machine_serializes if smz is None else smz
+        self.image = self.arch.build_image(protocol_cls.sites)
+        self.sites: dict[str, SiteState] = {}
+        for name, spec in protocol_cls.sites.items():
+            lay = self.image.sites[name]
+            new = self._resolve(spec.new, lay.addr)
+            if len(new) != len(spec.old):
+                raise ValueError(f"site {name}: new and old versions differ in length")
+            self.sites[name] = SiteState(name, lay.addr, bytes(spec.old), new, lay.func)
+        self.site_by_addr = {s.addr: s for s in self.sites.values()}
+        self._site_ranges = [(s.addr, s.end, s) for s in self.sites.values()]
+        self.ncpus = self.config.cpus
+        self.renderer = Renderer(self.arch, self.image.symbols)
+        # the parts (module docstring), then the CPUs, whose emulators call back into `code`
+        self.memory = Memory(self)
+        self.views = Views(self)
+        self.fetch = FetchModel(self)
+        self.code = Code(self)
+        self.interrupts = Interrupts(self)
+        self.sync = Sync(self)
+        self.tasks = Tasks(self)
+        hooks = self.code.hooks()
+        self.cpus = [Cpu(i, self.arch.new_cpu(self.image, i, hooks), self.sites) for i in range(self.ncpus)]
+        for cpu in self.cpus:
+            cpu.k = K(self, cpu.idx)  # stateless: one per CPU for every run
+        self.scheduler = Scheduler(self)
+        self.oracles = [cls(self) for cls in ALL_ORACLES]
+        self._oracle = {o.id: o for o in self.oracles}
+        self.checks = Checks(self.oracles)
+        # each op type's handler, readiness check (blocking ops) and yield hook, from its part
+        self.handlers: dict = {}
+        self.readiness: dict = {}
+        self.yield_hooks: dict = {}
+        for part in (self.memory, self.interrupts, self.sync, self.tasks):
+            self.handlers.update(part.handlers())
+            self.readiness.update(getattr(part, "readiness", dict)())
+            self.yield_hooks.update(getattr(part, "on_yield", dict)())
+        self.tracing = self.observing = False
+        self.coverage: Coverage | None = None
+
+    def _resolve(self, spec, addr: int) -> bytes:
+        if isinstance(spec, Call):
+            return self.arch.encode_call(addr, self.image.symbols[spec.symbol])
+        if isinstance(spec, Jmp):
+            return self.arch.encode_jmp(addr, self.image.symbols[spec.symbol])
+        return bytes(spec)
+
+    # ================================================================ a run
+    def run(self, schedule: bytes = b"", trace: bool = False, source=None,
+            coverage: bool = False) -> RunResult:
+        """Run one schedule. `source` (a ChoiceSource) steers the run instead of bytes;
+        `trace` keeps the run's events (`RunResult.events`, `.trace`); `coverage` collects
+        interleaving features in `RunResult.features`."""
+        self._reset(schedule, trace, source, coverage)
+        try:
+            self.scheduler.loop()
+        except Abandon:
+            return self._result(abandoned=True)
+        f = self.finding
+        if f is not None and self._oracle[f.oracle].shows_consequence:
+            self.code.aftermath(self.cpus[f.cpu])
+        return self._result()
+
+    def _result(self, abandoned: bool = False) -> RunResult:
+        cov = self.coverage
+        return RunResult(finding=self.finding, steps=self.step,
+                         completed=self.completed and not abandoned,
+                         schedule_used=len(self.ch.used), schedule=self.ch.used,
+                         events=self.events, renderer=self.renderer,
+                         features=cov.features if cov else None, feature_at=cov.at if cov else None,
+                         near=cov.near if cov else None, abandoned=abandoned)
+
+    def _reset(self, schedule: bytes, trace: bool, source, coverage: bool) -> None:
+        self.ch = Choices(schedule, source)
+        self.coverage = Coverage(self) if coverage else None
+        self.tracing = trace
+        self.observing = trace or coverage
+        self.events: list | None = [] if trace else None
+        self.progress = 0  # ops executed by the protocol's tasks: "which patcher step"
+        self.finding: Finding | None = None
+        self.step = 0
+        self.fair_steps = 0
+        self.last_cpu = self.ncpus - 1
+        self.completed = False
+        self.epilogue = self.config.epilogue_steps_per_cpu * self.ncpus
+        self.tasks_left = 0
+        self.memory.reset()
+        self.sync.reset()
+        for s in self.sites.values():
+            self.fetch.reset(s)
+        for cpu in self.cpus:
+            for name, view in cpu.views.items():
+                site = self.sites[name]
+                if view != site.old:
+                    view[:] = site.old
+                    cpu.hw.write_text(site.addr, site.old)
+            cpu.reset()
+            cpu.hw.restore(cpu.hw.thread_context)
+        # frames only once every CPU is reset: a task's first op may already address others
+        self.tasks.start()
+
+    # ================================================================ frames
+    def push(self, cpu: Cpu, frame: Frame) -> None:
+        cpu.frames.append(frame)
+        self.advance(cpu, frame, None)
+
+    def advance(self, cpu: Cpu, frame: Frame, value: Any) -> None:
+        """Run the frame's Python code up to its next op (or its end)."""
+        if frame.task:
+            self.progress += 1
+        try:
+            op = frame.op = frame.gen.send(value)
+        except StopIteration as stop:
+            frame.op = None
+            self.pop(cpu, frame, stop.value)
+            return
+        hook = self.yield_hooks.get(type(op))
+        if hook is not None:
+            hook(cpu, frame, op)
+
+    def pop(self, cpu: Cpu, frame: Frame, result: Any) -> None:
+        assert cpu.frames[-1] is frame
+        cpu.frames.pop()
+        kind = frame.kind
+        if kind == "trap":
+            self.interrupts.trap_return(cpu, frame, result)
+        elif kind == "nmi":
+            self.interrupts.nmi_return(cpu)
+        elif kind == "parked":
+            self.sync.unparked(cpu)
+
+    def ready(self, cpu: Cpu, frame: Frame, op) -> bool:
+        """Can a blocking op proceed? (its part's readiness check; True for others)"""
+        check = self.readiness.get(type(op))
+        return True if check is None else check(cpu, frame, op)
+
+    # ================================================================ events and oracles
+    def emit(self, cpu: Cpu, cls: type[ev.Event], *fields: Any, record: bool = True) -> None:
+        """An event happened on `cpu` now. Called only while `observing` (a trace or coverage
+        is on); `record=False` keeps it out of the trace."""
+        e = cls(self.step, cpu.idx, cpu.frames[-1].kind if cpu.frames else "-", *fields)
+        if record and self.tracing:
+            self.events.append(e)
+        if self.coverage is not None:
+            self.coverage.observe(cpu, e)
+
+    def check(self, point: str, *args: Any) -> None:
+        """A check point (oracles/base.py): every subscribed oracle looks."""
+        if self.finding is None:
+            for check in getattr(self.checks, point):
+                check(*args)
+
+    def report(self, cpu: Cpu, oracle: str, title: str, detail: str) -> None:
+        """An oracle's finding; the first one of a run ends it."""
+        if self.finding is not None:
+            return
+        title = sanitize(title)
+        self.finding = Finding(oracle=oracle, title=title, protocol=self.protocol_cls.name,
+                               variant=self.variant, step=self.step, cpu=cpu.idx, detail=detail)
+        if self.observing:
+            self.emit(cpu, ev.Violation, oracle, title, detail)
+
+    # ================================================================ names, for titles
+    def context_name(self, cpu: Cpu) -> str:
+        """Where the CPU is, as a title says it: NMI, the trap handler, IRQ, a task, thread."""
+        kinds = [f.kind for f in cpu.frames]
+        if "nmi" in kinds:
+            return "NMI"
+        if "trap" in kinds:
+            return f"{self.arch.trap_name} handler"
+        if "irq" in kinds:
+            return "IRQ"
+        if cpu.frames and cpu.frames[0].task:
+            return cpu.frames[0].task
+        return "thread"
+
+    def frame_name(self, frame: Frame) -> str:
+        if frame.kind == "trap":
+            return f"{self.arch.trap_name} handler"
+        if frame.kind == "nmi":
+            return "NMI handler"
+        return frame.task or frame.kind
+
+    def sym(self, addr: int) -> str:
+        return self.renderer.sym(addr)
+
+    def site_containing(self, pc: int) -> SiteState | None:
+        return next((s for lo, hi, s in self._site_ranges if lo <= pc < hi), None)
+
+    def site_inside(self, pc: int) -> SiteState | None:
+        """The site `pc` points strictly inside of (past its first byte)."""
+        return next((s for lo, hi, s in self._site_ranges if lo < pc < hi), None)
+
+    # ================================================================ the public view
+    def waiting_at_site(self, idx: int) -> bool:
+        """CPU `idx`'s next step fetches a patch site: its running code stands in front of
+        one. For generators that steer a run as it goes (strategies/swarm.py)."""
+        cpu = self.cpus[idx]
+        top = cpu.frames[-1] if cpu.frames else None
+        return top is not None and top is cpu.code_frame and top.at_site is not None
+
+    def event_candidates(self, kind: str) -> list[Cpu]:
+        """The CPUs an injected event of `kind` (draws.EVENT_KINDS) could land on now."""
+        if kind == "drain":
+            return [c for c in self.cpus if c.sb]
+        online = [c for c in self.cpus if c.online]
+        if kind == "nmi":
+            return [c for c in online if not c.in_nmi]  # a nested NMI waits for the outer one
+        if kind == "foreign":
+            return [c for c in online if c.frames[-1].code_active and not c.preempted]
+        if kind == "preempt":
+            return [c for c in online if self.interrupts.preemptible(c)]
+        return []
+
+    def state_view(self) -> dict:
+        """Everything that decides the future of the current run, as each part states it (for
+        exhaustive search's state caching). Left out: the step number (kept only as steps left
+        and a preemption's remaining time), `progress` and the coverage (features only), the
+        fair-scheduling hang clock (counted only once a schedule runs out), the choice source."""
+        return {
+            "run": tuple(getattr(self, name) for name in self.RUN_STATE),
+            "memory": self.memory.state(),
+            "sites": [s.state() for s in self.sites.values()],
+            "protocol": vars(self.proto),
+            "cpus": [c.state(self.step) for c in self.cpus],
+            "sync": self.sync.state(),
+        }
+
+    def unclassified_state(self) -> list[str]:
+        """Attributes of the machine or of a part that are neither state nor declared not to
+        be (`NOT_STATE`, with the reason): a search that prunes on states must refuse to run
+        while any exists, since the key would not cover it."""
+        out = [f"Machine.{a}" for a in vars(self)
+               if a not in self.NOT_STATE and a not in self.RUN_STATE and a not in self.STATE_PARTS]
+        for name in self.PARTS:
+            part = getattr(self, name)
+            keyed = set(part.state()) if hasattr(part, "state") else set()
+            out += [f"{type(part).__name__}.{a}" for a in vars(part)
+                    if a not in part.NOT_STATE and a not in keyed]
+        return out

@@ -1,0 +1,213 @@
+"""Interrupts: traps, NMIs, IPIs and preemption, and the serializing events they are.
+
+* Traps: a breakpoint executed at a patch site (or a foreign one the schedule injects, someone
+  else's kprobe) pushes a trap frame running the protocol's trap handler with IRQs off; its
+  answer (not mine, or emulate an instruction) is applied when the frame returns.
+* NMIs arrive at any moment the schedule picks, also on the patching CPU and on CPUs parked in
+  stop_machine; a nested NMI waits for the outer one. The NMI frame runs the protocol's
+  nmi_enter, the image's NMI handler (which calls traced functions) and nmi_exit.
+* IPIs (sync_cores) are taken only with IRQs on; the handler is atomic and serializing.
+* Preemption takes a task off its CPU at an instruction boundary (IRQs on, thread context) for
+  a number of steps; resuming is an IRET.
+
+Entering or leaving any of these is a serializing event: the CPU's stale views are refreshed,
+and interrupted code about to resume is checked by the oracles (`resume`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import draws, ops
+from .. import events as ev
+from .state import Cpu, Frame
+
+
+def _answer(value: Any):
+    """A coroutine that yields nothing and returns `value` (a handler that is a plain function)."""
+    return value
+    yield  # pragma: no cover - makes this a generator
+
+
+class Interrupts:
+    NOT_STATE = {"m": "the machine", "trap_len": "fixed", "trap_name": "fixed",
+                 "trap_handler": "the protocol's (its state is the protocol's attributes)"}
+
+    def __init__(self, machine) -> None:
+        self.m = machine
+        self.trap_len = len(machine.arch.trap_insn)
+        self.trap_name = machine.arch.trap_name
+        proto = machine.proto
+        # The ISA-neutral name first; an ISA may let its protocols keep their own name for it
+        # (x86: int3_handler).
+        alias = machine.arch.trap_handler_alias
+        own = alias and getattr(type(proto), alias, None)
+        self.trap_handler = getattr(proto, alias) if own else proto.trap_handler
+
+    def handlers(self) -> dict:
+        return {ops.SyncCore: self.op_sync_core, ops.SyncCores: self.op_sync_cores}
+
+    def readiness(self) -> dict:
+        return {ops.SyncCores: self.sync_cores_ready}
+
+    # ---- IRQ state ---------------------------------------------------------------------------
+    def irqs_on(self, cpu: Cpu) -> bool:
+        """Would `cpu` take a maskable interrupt now: thread context with IRQs enabled."""
+        top = cpu.frames[-1]
+        if top.kind != "thread" or top.irqs_off:
+            return False
+        if cpu.preempted:
+            return True
+        if type(top.op) is ops.RunCode and top.code_active:
+            return cpu.hw.irqs_enabled()
+        return True
+
+    # ---- traps ---------------------------------------------------------------------------------
+    def trap(self, cpu: Cpu, addr: int, foreign: bool) -> None:
+        m = self.m
+        if m.observing:
+            m.emit(cpu, ev.Trap, addr, foreign)
+        m.views.serialize(cpu)  # exception entry
+        k = cpu.k
+        handler = self.trap_handler(k, addr)
+        if not hasattr(handler, "send"):
+            handler = _answer(handler)
+        m.push(cpu, Frame("trap", handler, k, irqs_off=True, tags={"trap_addr": addr, "foreign": foreign}))
+
+    def foreign_trap(self, cpu: Cpu) -> None:
+        self.trap(cpu, self.m.image.foreign_trap, foreign=True)
+
+    def trap_return(self, cpu: Cpu, frame: Frame, answer) -> None:
+        m = self.m
+        addr = frame.tags["trap_addr"]
+        foreign = frame.tags["foreign"]
+        site = m.site_by_addr.get(addr)
+        if answer is ops.NOT_MINE or answer is None:
+            if not foreign:
+                m.check("trap_unclaimed", cpu, addr, site)
+                if m.finding is not None:
+                    return
+            elif m.observing:
+                m.emit(cpu, ev.TrapPassedOn)
+        elif isinstance(answer, ops.Emulate):
+            m.check("trap_emulate", cpu, addr, site, foreign, answer)
+            if m.finding is not None:
+                return
+            kind, target = m.fetch.semantics(answer.insn, addr)
+            cpu.code_frame.pc = cpu.hw.emulate(kind, target, addr + len(answer.insn))
+            if m.observing:
+                m.emit(cpu, ev.TrapEmulates, answer.insn, addr)
+        else:
+            raise TypeError(f"trap handler returned {answer!r}; expected NOT_MINE or k.emulate()")
+        if m.observing:
+            m.emit(cpu, ev.TrapReturn)
+        m.views.serialize(cpu)
+        if not foreign:
+            m.check("resume", cpu, self.trap_name)
+
+    def trap_resume_pc(self, addr: int) -> int:
+        """Where code that trapped at `addr` resumes once its handler returns."""
+        return addr + self.trap_len
+
+    # ---- NMIs ----------------------------------------------------------------------------------
+    def nmi(self, cpu: Cpu) -> None:
+        m = self.m
+        if m.observing:
+            m.emit(cpu, ev.Nmi)
+        cpu.in_nmi = True
+        m.views.serialize(cpu)
+        k = cpu.k
+        proto = m.proto
+        entry = m.image.nmi_entry
+
+        def nmi():
+            yield from proto.nmi_enter(k)
+            yield ops.RunCode(entry, "NMI handler")
+            yield from proto.nmi_exit(k)
+
+        m.push(cpu, Frame("nmi", nmi(), k, irqs_off=True))
+
+    def nmi_return(self, cpu: Cpu) -> None:
+        m = self.m
+        cpu.in_nmi = False
+        if m.observing:
+            m.emit(cpu, ev.NmiReturn)
+        m.views.serialize(cpu)
+        m.check("resume", cpu, "nmi")
+
+    # ---- IPIs ----------------------------------------------------------------------------------
+    def take_ipi(self, cpu: Cpu) -> None:
+        m = self.m
+        if m.observing:
+            m.emit(cpu, ev.TakeIpi)
+        m.views.serialize(cpu)
+        for sync in cpu.take_ipis():
+            sync.pending.discard(cpu.idx)
+        m.check("resume", cpu, "ipi")
+
+    def op_sync_core(self, cpu: Cpu, frame: Frame, op: ops.SyncCore) -> None:
+        m = self.m
+        if m.observing:
+            m.emit(cpu, ev.SyncCore)
+        m.views.serialize(cpu)
+        m.advance(cpu, frame, None)
+
+    def op_sync_cores(self, cpu: Cpu, frame: Frame, op: ops.SyncCores) -> None:
+        # first execution: a full barrier, then IPIs; the op then blocks until all are taken
+        m = self.m
+        if op.pending is None:
+            m.memory.drain(cpu, len(cpu.sb))
+            op.pending = set()
+            m.views.serialize(cpu)  # the local call runs do_sync_core() directly
+            for other in m.cpus:
+                if other is not cpu and other.online:
+                    other.add_ipi(op)
+                    op.pending.add(other.idx)
+            if m.observing:
+                m.emit(cpu, ev.SyncCoresStart, tuple(sorted(op.pending)))
+        if not op.pending:
+            if m.observing:
+                m.emit(cpu, ev.SyncCoresDone)
+            m.advance(cpu, frame, None)
+
+    def sync_cores_ready(self, cpu: Cpu, frame: Frame, op: ops.SyncCores) -> bool:
+        return op.pending is None or not op.pending
+
+    @staticmethod
+    def pending_ipis_of(op) -> list[int]:
+        """The CPUs that have not taken the IPIs `op` sent (empty for any other op)."""
+        return sorted(op.pending) if type(op) is ops.SyncCores and op.pending else []
+
+    # ---- preemption ----------------------------------------------------------------------------
+    def preemptible(self, cpu: Cpu) -> bool:
+        top = cpu.frames[-1]
+        return (len(cpu.frames) == 1 and top.code_active and not cpu.preempted
+                and cpu.hw.irqs_enabled())
+
+    def preempt(self, cpu: Cpu) -> None:
+        m = self.m
+        cpu.preempted = True
+        if m.observing:
+            m.emit(cpu, ev.Preempted, cpu.frames[-1].pc)
+        # how many steps the task stays off the CPU (IPIs and NMIs are still taken)
+        cpu.preempted_until = m.step + m.ch.byte(draws.PREEMPT_FOR.default, draws.PREEMPT_FOR.name)
+
+    def resume_preempted(self, cpu: Cpu) -> None:
+        m = self.m
+        if m.step < cpu.preempted_until:
+            return
+        cpu.preempted = False
+        if m.observing:
+            m.emit(cpu, ev.Resumed)
+        m.views.serialize(cpu)
+        m.check("resume", cpu, "preemption")
+
+    def end_a_preemption(self) -> bool:
+        """Nothing else can run: time passes until the first preempted task is due again."""
+        m = self.m
+        waiting = [c for c in m.cpus if c.online and c.preempted and len(c.frames) == 1]
+        if not waiting:
+            return False
+        first = min(waiting, key=lambda c: (c.preempted_until, c.idx))
+        first.preempted_until = m.step
+        return True

@@ -1,0 +1,237 @@
+"""Shared memory and the per-CPU store buffers: protocol variables and the text's truth.
+
+Protocol variables live in one shared memory under string names; a CPU's stores, to variables
+and to text, go through its store buffer (a FIFO on x86-TSO, `Cpu.sb`) and reach memory when
+they drain: at the CPU's own steps (a draw), at fences and locked operations, or when nothing
+else can run. A CPU reads its own buffered stores. Text stores (pokes) are split into the
+architecture's store units; the bytes a site holds in memory are its `truth`.
+
+This module also holds the op handlers for the data and text operations a protocol yields
+(load, store, fences, atomics, alloc/free, wait_until; poke, read_text, expect_text, bug).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import events as ev
+from .. import ops
+from .state import Cpu, Frame, SiteState
+
+
+class Memory:
+    NOT_STATE = {"m": "the machine", "store_in_order": "the architecture's memory model",
+                 "writer": "who wrote each value: coverage features only"}
+
+    def __init__(self, machine) -> None:
+        self.m = machine
+        self.store_in_order = machine.arch.store_buffer == "fifo"
+        self.mem: dict[str, Any] = {}
+        self.freed: set[str] = set()
+        # var -> who wrote the value memory holds (coverage only: reads-from pairs)
+        self.writer: dict[str, str] = {}
+
+    def reset(self) -> None:
+        self.mem = dict(self.m.proto.initial_memory())
+        self.freed = set()
+        self.writer = {}
+
+    def state(self) -> dict:
+        return {"mem": tuple(sorted(self.mem.items(), key=lambda kv: kv[0])),
+                "freed": tuple(sorted(self.freed))}
+
+    def handlers(self) -> dict:
+        return {ops.Load: self.op_load, ops.Store: self.op_store, ops.Fence: self.op_fence,
+                ops.Atomic: self.op_atomic, ops.Alloc: self.op_alloc, ops.Free: self.op_free,
+                ops.WaitUntil: self.op_wait, ops.Poke: self.op_poke, ops.ReadText: self.op_read_text,
+                ops.ExpectText: self.op_expect_text, ops.Bug: self.op_bug}
+
+    def readiness(self) -> dict:
+        return {ops.WaitUntil: self.wait_ready}
+
+    # ---- reading -------------------------------------------------------------------------------
+    def peek(self, cpu: Cpu, var: str):
+        """`var` as `cpu` sees it: its own newest buffered store, else memory."""
+        for key, value in reversed(cpu.sb):
+            if key == var:
+                return value
+        return self.mem.get(var, 0)
+
+    def load(self, cpu: Cpu, var: str, frame: Frame):
+        if self.live(cpu, var, frame):
+            return self.peek(cpu, var)
+        return None
+
+    def live(self, cpu: Cpu, var: str, frame: Frame) -> bool:
+        """False (and the oracles told) if `var`'s lifetime has ended."""
+        if var in self.freed:
+            self.m.check("freed_access", cpu, frame, var)
+            return False
+        return True
+
+    def text_as_seen(self, cpu: Cpu, site: SiteState) -> bytes:
+        """The site's bytes as `cpu` sees memory: the truth with its own buffered pokes."""
+        if not cpu.sb:
+            return bytes(site.truth)
+        data = bytearray(site.truth)
+        for key, value in cpu.sb:
+            if type(key) is tuple and key[1] is site:
+                off, b = value
+                data[off:off + len(b)] = b
+        return bytes(data)
+
+    # ---- draining ------------------------------------------------------------------------------
+    def drain(self, cpu: Cpu, count: int) -> None:
+        """The oldest `count` entries of `cpu`'s store buffer reach memory."""
+        m = self.m
+        sb = cpu.sb
+        for _ in range(min(count, len(sb))):
+            key, value = sb.popleft()
+            if type(key) is tuple:
+                site = key[1]
+                off, data = value
+                site.truth[off:off + len(data)] = data
+                for other in m.cpus:
+                    other.stale.add(site)  # maybe stale: checked against the truth at fetch
+                if m.observing:
+                    m.emit(cpu, ev.TextDrain, site.name, off, data)
+            else:
+                self.mem[key] = value
+                self.writer[key] = "patcher-cpu" if cpu.idx == 0 else "cpu"
+                if m.observing:
+                    m.emit(cpu, ev.Drain, key, value)
+
+    def drain_all(self, cpu: Cpu) -> None:
+        if cpu.sb:
+            self.drain(cpu, len(cpu.sb))
+
+    def drain_every_cpu(self) -> bool:
+        """Drain every buffer (nothing else can run); True if anything drained."""
+        drained = False
+        for c in self.m.cpus:
+            if c.sb:
+                self.drain(c, len(c.sb))
+                drained = True
+        return drained
+
+    # ---- data ops ------------------------------------------------------------------------------
+    def op_load(self, cpu: Cpu, frame: Frame, op: ops.Load) -> None:
+        m = self.m
+        var = op.var
+        if var in self.freed:
+            v = self.load(cpu, var, frame)
+        elif cpu.sb:
+            v = self.peek(cpu, var)
+        else:
+            v = self.mem.get(var, 0)
+        if m.observing:
+            m.emit(cpu, ev.Load, var, v, record=m.finding is None)
+        if m.finding is None:
+            m.advance(cpu, frame, v)
+
+    def op_store(self, cpu: Cpu, frame: Frame, op: ops.Store) -> None:
+        if not self.live(cpu, op.var, frame):
+            return
+        cpu.sb.append((op.var, op.value))
+        m = self.m
+        if m.observing:
+            m.emit(cpu, ev.Store, op.var, op.value)
+        m.advance(cpu, frame, None)
+
+    def op_fence(self, cpu: Cpu, frame: Frame, op: ops.Fence) -> None:
+        # x86-TSO: only a full barrier drains; wmb/rmb are compiler barriers.
+        if op.kind == "mb" or not self.store_in_order:
+            self.drain(cpu, len(cpu.sb))
+        m = self.m
+        if m.observing:
+            m.emit(cpu, ev.Fence, op.kind)
+        m.advance(cpu, frame, None)
+
+    def op_atomic(self, cpu: Cpu, frame: Frame, op: ops.Atomic) -> None:
+        var = op.var
+        if var in self.freed:
+            self.live(cpu, var, frame)
+            return
+        if cpu.sb:
+            self.drain(cpu, len(cpu.sb))  # a locked instruction drains the store buffer
+        mem = self.mem
+        old = mem.get(var, 0)
+        new, result = op.fn(old)
+        mem[var] = new
+        m = self.m
+        if m.observing:
+            m.emit(cpu, ev.Atomic, op.name, var, old, new, result)
+        self.writer[var] = frame.task or frame.kind
+        m.advance(cpu, frame, result)
+
+    def op_alloc(self, cpu: Cpu, frame: Frame, op: ops.Alloc) -> None:
+        # a new lifetime begins; the initializing store goes through the store buffer
+        self.freed.discard(op.var)
+        cpu.sb.append((op.var, op.value))
+        m = self.m
+        if m.observing:
+            m.emit(cpu, ev.Alloc, op.var, op.value)
+        m.advance(cpu, frame, None)
+
+    def op_free(self, cpu: Cpu, frame: Frame, op: ops.Free) -> None:
+        self.drain(cpu, len(cpu.sb))
+        self.freed.add(op.var)
+        m = self.m
+        if m.observing:
+            m.emit(cpu, ev.Free, op.var)
+        m.advance(cpu, frame, None)
+
+    def wait_ready(self, cpu: Cpu, frame: Frame, op: ops.WaitUntil) -> bool:
+        try:
+            return bool(op.pred(self.peek(cpu, op.var)))
+        except TypeError:
+            return False
+
+    def op_wait(self, cpu: Cpu, frame: Frame, op: ops.WaitUntil) -> None:
+        m = self.m
+        v = self.load(cpu, op.var, frame)
+        if m.finding is None:
+            if m.observing:
+                m.emit(cpu, ev.Waited, op.what, op.var, v)
+            m.advance(cpu, frame, v)
+
+    # ---- text ops ------------------------------------------------------------------------------
+    def op_poke(self, cpu: Cpu, frame: Frame, op: ops.Poke) -> None:
+        m = self.m
+        site = m.sites[op.site]
+        units = m.arch.store_units(op.offset, op.data)
+        if frame.poke_pos == 0:
+            whole = bytearray(self.text_as_seen(cpu, site))
+            whole[op.offset:op.offset + len(op.data)] = op.data
+            m.fetch.written(site, bytes(whole))
+        off, data = units[frame.poke_pos]
+        frame.poke_pos += 1
+        cpu.sb.append((("text", site), (off, data)))
+        if m.arch.own_store_visible_to_fetch:
+            m.views.set(cpu, site, off, data)
+        if m.observing:
+            m.emit(cpu, ev.Poke, site.name, off, data)
+        if frame.poke_pos == len(units):
+            frame.poke_pos = 0
+            m.advance(cpu, frame, None)
+
+    def op_read_text(self, cpu: Cpu, frame: Frame, op: ops.ReadText) -> None:
+        m = self.m
+        data = self.text_as_seen(cpu, m.sites[op.site])
+        if m.observing:
+            m.emit(cpu, ev.ReadText, op.site, data)
+        m.advance(cpu, frame, data)
+
+    def op_expect_text(self, cpu: Cpu, frame: Frame, op: ops.ExpectText) -> None:
+        m = self.m
+        site = m.sites[op.site]
+        data = self.text_as_seen(cpu, site)
+        if data != op.data:
+            m.check("text_mismatch", cpu, site, op.what, op.data, data)
+            return
+        if m.observing:
+            m.emit(cpu, ev.TextChecked, site.name, op.what)
+        m.advance(cpu, frame, None)
+
+    def op_bug(self, cpu: Cpu, frame: Frame, op: ops.Bug) -> None:
+        self.m.check("bug", cpu, op.message)

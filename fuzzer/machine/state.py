@@ -1,0 +1,253 @@
+"""The machine's state records: configuration, patch sites, frames, CPUs, locks, run results.
+
+Each record owns its data: a field derived from others (`Cpu.plain`) is recomputed by the
+record whenever one of them changes, and `state()` gives the record's part of the machine's
+abstract state (what decides the future of a run; exhaustive search keys on it). `state()`
+takes every slot except the ones `NOT_STATE` names with the reason they cannot change what
+follows, so a field added later is in the state unless someone argues otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from ..oracles import Finding
+
+MIN_CPUS, MAX_CPUS = 2, 8
+
+
+@dataclass
+class Config:
+    cpus: int = 4
+    max_steps: int = 20000
+    epilogue_steps_per_cpu: int = 3
+    stop_machine_serializes: bool | None = None  # None: the architecture's rule
+
+    def to_dict(self) -> dict:
+        return {"cpus": self.cpus, "stop_machine_serializes": self.stop_machine_serializes}
+
+
+def _state_slots(cls: type) -> tuple[str, ...]:
+    names: list[str] = []
+    for klass in reversed(cls.__mro__):
+        own = getattr(klass, "__slots__", ())
+        names.extend([own] if isinstance(own, str) else own)
+    skip = getattr(cls, "NOT_STATE", {})
+    return tuple(n for n in names if n not in skip and n not in ("__dict__", "__weakref__"))
+
+
+class SiteState:
+    """One patch site: its truth bytes and the versions it may legitimately be executed in."""
+
+    __slots__ = ("name", "addr", "size", "end", "old", "new", "truth", "intended", "func", "verdicts")
+    NOT_STATE = {"name": "identity", "addr": "layout", "size": "layout", "end": "layout",
+                 "old": "fixed", "new": "fixed", "func": "layout",
+                 "verdicts": "a memo of the fetch verdicts of `intended`"}
+
+    def __init__(self, name: str, addr: int, old: bytes, new: bytes, func: int):
+        self.name, self.addr, self.size = name, addr, len(old)
+        self.end = addr + len(old)
+        self.old, self.new, self.func = old, new, func
+        self.truth = bytearray(old)
+        self.intended: set[bytes] = {old}
+        self.verdicts: dict = {}
+
+    def reset(self) -> None:
+        self.truth[:] = self.old
+        self.intended = {self.old}
+        self.verdicts = {}
+
+    def state(self) -> dict:
+        return {"truth": bytes(self.truth), "intended": tuple(sorted(self.intended))}
+
+
+@dataclass(slots=True)
+class Frame:
+    kind: str  # "thread" | "irq" | "nmi" | "trap" | "parked"
+    gen: Any
+    k: Any  # the K of the frame's CPU
+    op: Any = None
+    irqs_off: bool = False
+    pc: int = 0
+    code_active: bool = False
+    saved_ctx: Any = None
+    poke_pos: int = 0
+    task: str = ""
+    at_site: Any = None  # the site this code frame is stopped in front of
+    tags: dict = field(default_factory=dict)
+
+    NOT_STATE = {"k": "identity (the frame's CPU)"}
+
+    @classmethod
+    def state_fields(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls) if f.name not in cls.NOT_STATE)
+
+    def state(self) -> dict:
+        """This frame's part of the abstract state; its coroutine is `gen` (the encoder reads
+        its live frame) and `saved_ctx` the registers it resumes with."""
+        out = {name: getattr(self, name) for name in self.state_fields()}
+        if not self.code_active:
+            out["pc"] = 0  # the last PC of code that ended: nothing resumes from it
+        out["tags"] = tuple(sorted(self.tags.items()))
+        return out
+
+
+class Cpu:
+    """One emulated CPU: its emulator (`hw`), its instruction views, store buffer and frames.
+
+    `plain` says the CPU is online with no pending IPI, stop_machine request or preemption,
+    so that only its top frame's op decides whether it can run (the scheduler's fast path).
+    It is derived from those four fields, which are properties that recompute it."""
+
+    __slots__ = ("idx", "hw", "views", "stale", "frames", "sb", "in_nmi", "preempted_until", "skip",
+                 "stop", "code_frame", "k", "plain", "_online", "_ipis", "_stop_req", "_preempted")
+    NOT_STATE = {"idx": "identity", "k": "identity", "hw": "read through abstract registers",
+                 "stop": "reset before every slice reads it",
+                 "plain": "derived from online, ipis, stop_req and preempted"}
+
+    def __init__(self, idx: int, hw, sites: dict[str, SiteState]):
+        self.idx = idx
+        self.hw = hw
+        self.views = {name: bytearray(s.old) for name, s in sites.items()}
+        self.k = None
+        self.reset()
+
+    def reset(self) -> None:
+        self.stale: set = set()
+        self.frames: list[Frame] = []
+        self.sb: deque = deque()  # this CPU's store buffer (machine/memory.py drains it)
+        self.in_nmi = False
+        self.preempted_until = 0
+        self.skip = -1
+        self.stop = None
+        self.code_frame: Frame | None = None
+        self._online = True
+        self._ipis: list = []
+        self._stop_req = None
+        self._preempted = False
+        self.plain = True
+
+    def _replain(self) -> None:
+        self.plain = self._online and not self._ipis and self._stop_req is None and not self._preempted
+
+    @property
+    def online(self) -> bool:
+        return self._online
+
+    @online.setter
+    def online(self, value: bool) -> None:
+        self._online = value
+        self._replain()
+
+    @property
+    def preempted(self) -> bool:
+        return self._preempted
+
+    @preempted.setter
+    def preempted(self, value: bool) -> None:
+        self._preempted = value
+        self._replain()
+
+    @property
+    def stop_req(self):
+        """The stop_machine rendezvous this CPU is asked to park in, or None."""
+        return self._stop_req
+
+    @stop_req.setter
+    def stop_req(self, value) -> None:
+        self._stop_req = value
+        self._replain()
+
+    @property
+    def ipis(self) -> tuple:
+        """Pending IPIs (the SyncCores ops that sent them), oldest first."""
+        return tuple(self._ipis)
+
+    def add_ipi(self, sync) -> None:
+        self._ipis.append(sync)
+        self._replain()
+
+    def take_ipis(self) -> list:
+        """Remove and return the pending IPIs."""
+        ipis, self._ipis = self._ipis, []
+        self._replain()
+        return ipis
+
+    def state(self, now: int) -> dict:
+        """This CPU's part of the abstract state; `now` is the machine's step, so that a
+        preemption is kept as the steps it has left."""
+        out = {}
+        for name in _state_slots(type(self)):
+            out[name] = getattr(self, name)
+        out["preempted_until"] = max(0, self.preempted_until - now) if self._preempted else 0
+        out["views"] = tuple(bytes(v) for v in self.views.values())
+        out["stale"] = tuple(sorted(s.name for s in self.stale))
+        out["code_frame"] = next((i for i, f in enumerate(self.frames) if f is self.code_frame), -1)
+        return out
+
+
+class Lock:
+    __slots__ = ("name", "owner", "readers", "waiting_writers")
+
+    def __init__(self, name: str):
+        self.name = name
+        self.owner: Frame | None = None  # mutex owner or rwsem writer
+        self.readers: list[Frame] = []
+        self.waiting_writers: list[Frame] = []
+
+    @property
+    def idle(self) -> bool:
+        return self.owner is None and not self.readers and not self.waiting_writers
+
+    def state(self) -> dict:
+        return {n: getattr(self, n) for n in _state_slots(type(self))}
+
+
+class StopMachineState:
+    """One stop_machine rendezvous: the calling CPU, the CPUs parked so far, the release."""
+
+    __slots__ = ("caller", "arrived", "released")
+
+    def __init__(self, caller: int):
+        self.caller = caller
+        self.arrived: set[int] = set()
+        self.released = False
+
+
+@dataclass
+class RunResult:
+    finding: Finding | None
+    steps: int
+    completed: bool
+    schedule_used: int
+    schedule: bytes = b""  # the bytes that replay this run (recorded when a source steered it)
+    events: list | None = None  # the structured trace (events.py), when traced
+    renderer: Any = None  # turns `events` into text
+    features: list[int] | None = None  # interleaving coverage, when asked for
+    # for each feature, how many decisions had been drawn when it occurred: the schedule's
+    # first `feature_at[i]` bytes lead to the state that produced `features[i]`
+    feature_at: list[int] | None = None
+    # indices into `features` of the ones whose state is one step from an oracle's violation
+    # (a text store while another CPU fetches other bytes there; a free while a frame that
+    # read the variable still runs): where a search should spend its next runs
+    near: list[int] | None = None
+    abandoned: bool = False  # the choice source stopped the run early (pruned)
+    _lines: list[str] | None = field(default=None, repr=False)
+
+    @property
+    def verdict(self) -> str:
+        return "crash" if self.finding else "clean"
+
+    @property
+    def trace(self) -> list[str]:
+        """The text trace: one line per event."""
+        if self._lines is None:
+            self._lines = [self.renderer.line(e) for e in self.events] if self.events else []
+        return self._lines
+
+    @property
+    def trace_sha256(self) -> str:
+        return hashlib.sha256("\n".join(self.trace).encode()).hexdigest()

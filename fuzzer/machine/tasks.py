@@ -1,0 +1,67 @@
+"""The protocol's tasks, and what the other CPUs run: their caller loops.
+
+CPU 0 runs the protocol's `patcher`; with `uses_hotplug`, the last CPU runs its `hotplug` task;
+every other CPU runs the image's caller loop, calling the traced functions over and over. A
+task that returns goes on to run the caller loop too. The protocol is complete once every task
+has returned, or when it says so (`k.complete()`).
+"""
+
+from __future__ import annotations
+
+from .. import events as ev
+from .. import ops
+from .state import Cpu, Frame
+
+
+class Tasks:
+    NOT_STATE = {"m": "the machine"}
+
+    def __init__(self, machine) -> None:
+        self.m = machine
+
+    def handlers(self) -> dict:
+        return {ops.TaskDone: self.op_task_done, ops.Complete: self.op_complete}
+
+    def start(self) -> None:
+        m = self.m
+        proto = m.proto
+        hot = m.protocol_cls.uses_hotplug
+        for cpu in m.cpus:
+            task = ""
+            if cpu.idx == 0:
+                task, body = "patcher", self._task(cpu.k, proto.patcher, "patcher")
+            elif hot and cpu.idx == m.ncpus - 1:
+                task, body = "hotplug", self._task(cpu.k, proto.hotplug, "hotplug")
+            else:
+                body = self._caller_loop()
+            m.push(cpu, Frame("thread", body, cpu.k, task=task))
+
+    def _task(self, k, fn, name: str):
+        m = self.m
+        m.tasks_left += 1
+        yield from fn(k)
+        yield ops.TaskDone(name)
+        yield ops.RunCode(m.image.thread_entry, "caller loop")
+
+    def _caller_loop(self):
+        yield ops.RunCode(self.m.image.thread_entry, "caller loop")
+
+    def op_task_done(self, cpu: Cpu, frame: Frame, op: ops.TaskDone) -> None:
+        m = self.m
+        m.tasks_left -= 1
+        if m.observing:
+            m.emit(cpu, ev.TaskDone, op.name)
+        if m.tasks_left == 0:
+            self.declare_complete(cpu)
+        m.advance(cpu, frame, None)
+
+    def op_complete(self, cpu: Cpu, frame: Frame, op: ops.Complete) -> None:
+        self.declare_complete(cpu)
+        self.m.advance(cpu, frame, None)
+
+    def declare_complete(self, cpu: Cpu) -> None:
+        m = self.m
+        if not m.completed:
+            m.completed = True
+            if m.observing:
+                m.emit(cpu, ev.Completed)

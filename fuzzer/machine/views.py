@@ -1,0 +1,78 @@
+"""Per-CPU instruction views: what each CPU would fetch, kept apart from memory (the truth).
+
+A CPU's view of a patch site changes only when the architecture lets it: its own text stores
+where they reach its own fetch at once, a refresh of some fetch units when the CPU starts
+fetching the site (a draw: which units), and a whole refresh at serializing events (exception
+or NMI entry, IRET, an IPI taken, sync_core). Every change goes to the CPU's emulator
+(`hw.write_text`), which flushes its translations: Unicorn does not notice host-side writes.
+
+`Cpu.stale` holds the sites whose view may differ from memory as the CPU sees it; they are
+checked against the truth when the CPU next fetches them.
+"""
+
+from __future__ import annotations
+
+from .. import draws
+from .state import Cpu, SiteState
+
+
+class Views:
+    NOT_STATE = {"m": "the machine", "unit": "the architecture's fetch unit"}
+
+    def __init__(self, machine) -> None:
+        self.m = machine
+        self.unit = machine.arch.fetch_unit
+
+    def set(self, cpu: Cpu, site: SiteState, off: int, data: bytes) -> None:
+        """The CPU's own store reaches its fetch."""
+        view = cpu.views[site.name]
+        if view[off:off + len(data)] != data:
+            view[off:off + len(data)] = data
+            cpu.hw.write_text(site.addr + off, data)
+        cpu.stale.add(site)
+
+    def sync(self, cpu: Cpu, site: SiteState) -> None:
+        """The whole site as `cpu` sees memory now (a fetch that starts afresh)."""
+        fresh = self.m.memory.text_as_seen(cpu, site)
+        view = cpu.views[site.name]
+        if view != fresh:
+            view[:] = fresh
+            cpu.hw.write_text(site.addr, fresh)
+        cpu.stale.discard(site)
+
+    def serialize(self, cpu: Cpu) -> None:
+        """A serializing event: every stale site refreshed."""
+        if not cpu.stale:
+            return
+        text_as_seen = self.m.memory.text_as_seen
+        for site in list(cpu.stale):
+            fresh = text_as_seen(cpu, site)
+            view = cpu.views[site.name]
+            if view != fresh:
+                view[:] = fresh
+                cpu.hw.write_text(site.addr, fresh)
+        cpu.stale.clear()
+
+    def refresh_units(self, cpu: Cpu, site: SiteState, fresh: bytes, byte: int) -> None:
+        """Refresh the fetch units a "refresh" draw's byte names; the others keep what the CPU
+        fetched before (a partial refresh is a torn fetch in the making)."""
+        unit = self.unit
+        view = cpu.views[site.name]
+        changed = False
+        for i in range(0, site.size, unit):
+            if draws.refreshes(byte, i // unit) and view[i:i + unit] != fresh[i:i + unit]:
+                view[i:i + unit] = fresh[i:i + unit]
+                changed = True
+        if changed:
+            cpu.hw.write_text(site.addr, view)
+        if view == fresh:
+            cpu.stale.discard(site)
+
+    def refreshed(self, view: bytes, fresh: bytes, byte: int) -> bytes:
+        """The view `refresh_units` would leave for `byte` (for searches that compare answers)."""
+        unit = self.unit
+        out = bytearray(view)
+        for i in range(0, len(view), unit):
+            if draws.refreshes(byte, i // unit):
+                out[i:i + unit] = fresh[i:i + unit]
+        return bytes(out)

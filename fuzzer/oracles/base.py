@@ -1,0 +1,58 @@
+"""The oracle interface: check points the machine calls, and the base class.
+
+An oracle subscribes to a check point by defining `on_<point>`; the machine calls every
+subscriber at that moment with the arguments listed here, and an oracle that sees a violation
+calls `self.report(cpu, title, detail)`. The machine stops at the first report. Titles are
+templates held as class data (`TITLES`), filled with names (sites, contexts, variables, locks),
+never with addresses or counts; `Machine.report` sanitizes them anyway.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+# point -> what it means and its arguments (after `self`)
+CHECK_POINTS: dict[str, str] = {
+    "fetch_torn": "(cpu, frame, site, view): a CPU is about to execute bytes at a site that are no "
+                  "whole version the site was ever written to",
+    "fetch_foreign": "(cpu, frame, site, view): ... a whole written version, but neither old, new "
+                     "nor a trap",
+    "fetch_whole": "(cpu, frame, site, view, off): ... a whole instruction of a written version",
+    "trap_unclaimed": "(cpu, addr, site): the trap handler did not claim a trap that is not foreign",
+    "trap_emulate": "(cpu, addr, site, foreign, answer): the trap handler asks to emulate "
+                    "`answer.insn` as if it ran at `answer.addr`",
+    "resume": "(cpu, after): interrupted code is about to resume on `cpu` (after an NMI, a "
+              "trap, an IPI or a preemption)",
+    "freed_access": "(cpu, frame, var): a frame touches protocol memory whose lifetime ended",
+    "lock_wait": "(cpu, frame): a frame starts waiting for a lock (a new wait-for edge)",
+    "stall": "(): no CPU can make progress and nothing is left to drain",
+    "budget_spent": "(why): the run made no progress within its step budget",
+    "guest_fault": "(cpu, frame, kind, addr): the emulated code raised a fault",
+    "text_mismatch": "(cpu, site, what, expected, found): the protocol's expected-bytes check failed",
+    "bug": "(cpu, message): the protocol declared a bug of its own",
+}
+
+
+class Oracle:
+    """Base class: `id` (the oracle's name in findings), `fires_when` (one line for
+    `patchfuzz oracles`), `TITLES` (title templates by case)."""
+
+    id: ClassVar[str] = "?"
+    fires_when: ClassVar[str] = ""
+    TITLES: ClassVar[dict[str, str]] = {}
+    # let the offending CPU run on after the finding, so the report shows what it executed
+    shows_consequence: ClassVar[bool] = False
+
+    def __init__(self, machine: Any) -> None:
+        self.m = machine
+
+    def report(self, cpu: Any, case: str, detail: str, **names: str) -> None:
+        self.m.report(cpu, self.id, self.TITLES[case].format(**names), detail)
+
+    @classmethod
+    def subscriptions(cls) -> list[str]:
+        subs = [p for p in CHECK_POINTS if callable(getattr(cls, f"on_{p}", None))]
+        unknown = [n[3:] for n in dir(cls) if n.startswith("on_") and n[3:] not in CHECK_POINTS]
+        if unknown:
+            raise TypeError(f"oracle {cls.__name__} subscribes to unknown check points: {unknown}")
+        return subs
