@@ -56,10 +56,11 @@ EVENT_TARGET = {k.name: k.target for k in EVENT_KINDS if k.target}
 
 def event_kind(byte: int) -> str:
     """What an "event" byte asks for."""
-    for k in EVENT_KINDS:
-        if byte < k.hi:
-            return k.name
-    raise ValueError(f"not a byte: {byte}")
+    return KIND_OF_BYTE[byte].name
+
+
+# byte -> the EventKind it asks for
+KIND_OF_BYTE: tuple[EventKind, ...] = tuple(next(k for k in EVENT_KINDS if b < k.hi) for b in range(256))
 
 
 # Bytes that, read as the "cpu" draw, pick the CPU that ran last again: the runnable CPUs are

@@ -15,6 +15,7 @@ from __future__ import annotations
 from .. import draws
 from .. import events as ev
 from ..arch.base import CpuHooks
+from .part import Part
 from .state import Cpu, Frame
 
 _SLICE, _SLICE_DEFAULT = draws.SLICE.name, draws.SLICE.default
@@ -23,12 +24,15 @@ RUN_TO_STOP, SLICE_SHORT = draws.RUN_TO_STOP, draws.SLICE_SHORT
 AFTERMATH_INSNS = 12  # instructions the offending CPU runs after a violation, for the report
 
 
-class Code:
-    NOT_STATE = {"m": "the machine", "stop_pcs": "the image's"}
+class Code(Part):
+    SIBLINGS = ('checks', 'fetch', 'interrupts', 'memory', 'views')
+    NOT_STATE = {"stop_pcs": "the image's"}
 
     def __init__(self, machine) -> None:
-        self.m = machine
+        super().__init__(machine)
         self.stop_pcs = machine.image.stop_pcs
+
+
 
     def hooks(self) -> CpuHooks:
         """Callbacks from inside the emulator (site stops are recorded by the CPU itself)."""
@@ -56,13 +60,13 @@ class Code:
         if site is not None:
             frame.at_site = None
             if site in cpu.stale:
-                fresh = m.memory.text_as_seen(cpu, site)
+                fresh = self.memory.text_as_seen(cpu, site)
                 if cpu.views[site.name] != fresh:
-                    m.views.refresh_units(cpu, site, fresh,
+                    self.views.refresh_units(cpu, site, fresh,
                                           _REFRESH_DEFAULT if fair else ch.byte(_REFRESH_DEFAULT, _REFRESH))
                 else:
                     cpu.stale.discard(site)
-            m.fetch.check(cpu, frame, site)
+            self.fetch.check(cpu, frame, site)
             if m.finding is not None:
                 return
             cpu.skip = frame.pc
@@ -92,7 +96,7 @@ class Code:
                 site = m.site_containing(hit)
             frame.at_site = site
             if site in cpu.stale:
-                m.views.sync(cpu, site)
+                self.views.sync(cpu, site)
             return
         stop = cpu.stop
         if stop is None:
@@ -101,11 +105,11 @@ class Code:
                 self.end(cpu, frame)
             return
         if stop[0] == "trap":
-            frame.pc = m.interrupts.trap_resume_pc(stop[1])
-            m.interrupts.trap(cpu, stop[1], foreign=False)
+            frame.pc = self.interrupts.trap_resume_pc(stop[1])
+            self.interrupts.trap(cpu, stop[1], foreign=False)
         else:
             frame.pc = hw.pc()
-            m.check("guest_fault", cpu, frame, stop[1], stop[2])
+            self.checks.guest_fault(cpu, frame, stop[1], stop[2])
 
     def start(self, cpu: Cpu, frame: Frame, op) -> None:
         hw = cpu.hw

@@ -45,12 +45,31 @@ from .views import Views
 
 
 class Checks:
-    """Per check point, the oracles' bound `on_<point>` methods (see oracles/base.py)."""
+    """One callable per check point (oracles/base.py) that calls every subscribed oracle:
+    `m.checks.fetch_torn(cpu, frame, site, view)`. A point nobody subscribes to costs a call to
+    a function that does nothing; a point with one subscriber is that oracle's bound method."""
 
     def __init__(self, oracles: list) -> None:
         for point in CHECK_POINTS:
-            setattr(self, point, tuple(getattr(o, f"on_{point}") for o in oracles
-                                       if point in o.subscriptions()))
+            subs = tuple(getattr(o, f"on_{point}") for o in oracles if point in o.subscriptions())
+            setattr(self, point, _fan_out(subs))
+
+
+def _nothing(*args: Any) -> None:
+    return None
+
+
+def _fan_out(subs: tuple):
+    if not subs:
+        return _nothing
+    if len(subs) == 1:
+        return subs[0]
+
+    def every(*args: Any) -> None:
+        for sub in subs:
+            sub(*args)
+
+    return every
 
 
 class Machine:
@@ -111,6 +130,8 @@ class Machine:
         self.oracles = [cls(self) for cls in ALL_ORACLES]
         self._oracle = {o.id: o for o in self.oracles}
         self.checks = Checks(self.oracles)
+        for name in self.PARTS:
+            getattr(self, name).bind()
         # each op type's handler, readiness check (blocking ops) and yield hook, from its part
         self.handlers: dict = {}
         self.readiness: dict = {}
@@ -228,12 +249,6 @@ class Machine:
         if self.coverage is not None:
             self.coverage.observe(cpu, e)
 
-    def check(self, point: str, *args: Any) -> None:
-        """A check point (oracles/base.py): every subscribed oracle looks."""
-        if self.finding is None:
-            for check in getattr(self.checks, point):
-                check(*args)
-
     def report(self, cpu: Cpu, oracle: str, title: str, detail: str) -> None:
         """An oracle's finding; the first one of a run ends it."""
         if self.finding is not None:
@@ -320,5 +335,5 @@ class Machine:
             part = getattr(self, name)
             keyed = set(part.state()) if hasattr(part, "state") else set()
             out += [f"{type(part).__name__}.{a}" for a in vars(part)
-                    if a not in part.NOT_STATE and a not in keyed]
+                    if a not in part.not_state() and a not in keyed]
         return out

@@ -18,15 +18,16 @@ import zlib
 from typing import Any
 
 from .. import events as ev
+from .part import Part
 from .state import Cpu
 
 
-class Coverage:
-    NOT_STATE = {"m": "the machine", "features": "coverage only", "at": "coverage only",
+class Coverage(Part):
+    NOT_STATE = {"features": "coverage only", "at": "coverage only",
                  "near": "coverage only", "_observe": "fixed"}
 
     def __init__(self, machine) -> None:
-        self.m = machine
+        super().__init__(machine)
         self.features: list[int] = []
         self.at: list[int] = []  # decisions drawn when each feature occurred
         self.near: list[int] = []

@@ -17,26 +17,30 @@ runs before it decoded).
 from __future__ import annotations
 
 from .. import events as ev
+from .part import Part
 from .state import Cpu, Frame, SiteState
 
 WHOLE, TORN, FOREIGN = True, False, "foreign"
 _EMULATABLE = "emulatable"  # key, in a site's verdict memo, of the versions a handler may emulate
 
 
-class FetchModel:
+class FetchModel(Part):
+    SIBLINGS = ('checks',)
     # (arch, old, new, written versions) -> {(view, off): verdict}, shared by every machine
     _verdicts: dict[tuple, dict] = {}
     _semantics: dict[tuple[str, bytes, int], tuple[str, int]] = {}
 
-    NOT_STATE = {"m": "the machine", "arch": "fixed", "trap": "fixed",
+    NOT_STATE = {"arch": "fixed", "trap": "fixed",
                  "fresh": "memos of the sites' verdicts after a reset"}
 
     def __init__(self, machine) -> None:
-        self.m = machine
+        super().__init__(machine)
         self.arch = machine.arch
         self.trap = machine.arch.trap_insn
         # a site's verdict memo right after a reset (written versions: the old code only)
         self.fresh = {name: self._memo_for(s) for name, s in machine.sites.items()}
+
+
 
     def reset(self, site: SiteState) -> None:
         site.reset()
@@ -70,12 +74,11 @@ class FetchModel:
                 "trap" if view[:1] == self.trap else "intended" if verdict else "TORN")
             m.emit(cpu, ev.Fetch, site.name, off, frame.pc, view, label)
         if verdict is WHOLE:
-            for check in m.checks.fetch_whole:
-                check(cpu, frame, site, view, off)
+            self.checks.fetch_whole(cpu, frame, site, view, off)
         elif verdict is TORN:
-            m.check("fetch_torn", cpu, frame, site, view)
+            self.checks.fetch_torn(cpu, frame, site, view)
         else:
-            m.check("fetch_foreign", cpu, frame, site, view)
+            self.checks.fetch_foreign(cpu, frame, site, view)
 
     def classify(self, site: SiteState, view: bytes, off: int = 0):
         lengths = self.arch.insn_lengths

@@ -20,6 +20,8 @@ from typing import Any
 
 from .. import draws, ops
 from .. import events as ev
+from ..protocol import Protocol
+from .part import Part
 from .state import Cpu, Frame
 
 
@@ -29,20 +31,24 @@ def _answer(value: Any):
     yield  # pragma: no cover - makes this a generator
 
 
-class Interrupts:
-    NOT_STATE = {"m": "the machine", "trap_len": "fixed", "trap_name": "fixed",
+class Interrupts(Part):
+    SIBLINGS = ('checks', 'fetch', 'memory', 'views')
+    NOT_STATE = {"trap_len": "fixed", "trap_name": "fixed",
                  "trap_handler": "the protocol's (its state is the protocol's attributes)"}
 
     def __init__(self, machine) -> None:
-        self.m = machine
+        super().__init__(machine)
         self.trap_len = len(machine.arch.trap_insn)
         self.trap_name = machine.arch.trap_name
         proto = machine.proto
-        # The ISA-neutral name first; an ISA may let its protocols keep their own name for it
-        # (x86: int3_handler).
+        # The ISA-neutral name when the protocol defines it; else an ISA may let its protocols
+        # keep the name its kernel uses (x86: int3_handler).
         alias = machine.arch.trap_handler_alias
-        own = alias and getattr(type(proto), alias, None)
-        self.trap_handler = getattr(proto, alias) if own else proto.trap_handler
+        neutral = type(proto).trap_handler is not Protocol.trap_handler
+        use_alias = not neutral and alias and getattr(type(proto), alias, None) is not None
+        self.trap_handler = getattr(proto, alias) if use_alias else proto.trap_handler
+
+
 
     def handlers(self) -> dict:
         return {ops.SyncCore: self.op_sync_core, ops.SyncCores: self.op_sync_cores}
@@ -67,7 +73,7 @@ class Interrupts:
         m = self.m
         if m.observing:
             m.emit(cpu, ev.Trap, addr, foreign)
-        m.views.serialize(cpu)  # exception entry
+        self.views.serialize(cpu)  # exception entry
         k = cpu.k
         handler = self.trap_handler(k, addr)
         if not hasattr(handler, "send"):
@@ -84,16 +90,16 @@ class Interrupts:
         site = m.site_by_addr.get(addr)
         if answer is ops.NOT_MINE or answer is None:
             if not foreign:
-                m.check("trap_unclaimed", cpu, addr, site)
+                self.checks.trap_unclaimed(cpu, addr, site)
                 if m.finding is not None:
                     return
             elif m.observing:
                 m.emit(cpu, ev.TrapPassedOn)
         elif isinstance(answer, ops.Emulate):
-            m.check("trap_emulate", cpu, addr, site, foreign, answer)
+            self.checks.trap_emulate(cpu, addr, site, foreign, answer)
             if m.finding is not None:
                 return
-            kind, target = m.fetch.semantics(answer.insn, addr)
+            kind, target = self.fetch.semantics(answer.insn, addr)
             cpu.code_frame.pc = cpu.hw.emulate(kind, target, addr + len(answer.insn))
             if m.observing:
                 m.emit(cpu, ev.TrapEmulates, answer.insn, addr)
@@ -101,9 +107,9 @@ class Interrupts:
             raise TypeError(f"trap handler returned {answer!r}; expected NOT_MINE or k.emulate()")
         if m.observing:
             m.emit(cpu, ev.TrapReturn)
-        m.views.serialize(cpu)
+        self.views.serialize(cpu)
         if not foreign:
-            m.check("resume", cpu, self.trap_name)
+            self.checks.resume(cpu, self.trap_name)
 
     def trap_resume_pc(self, addr: int) -> int:
         """Where code that trapped at `addr` resumes once its handler returns."""
@@ -115,7 +121,7 @@ class Interrupts:
         if m.observing:
             m.emit(cpu, ev.Nmi)
         cpu.in_nmi = True
-        m.views.serialize(cpu)
+        self.views.serialize(cpu)
         k = cpu.k
         proto = m.proto
         entry = m.image.nmi_entry
@@ -132,33 +138,33 @@ class Interrupts:
         cpu.in_nmi = False
         if m.observing:
             m.emit(cpu, ev.NmiReturn)
-        m.views.serialize(cpu)
-        m.check("resume", cpu, "nmi")
+        self.views.serialize(cpu)
+        self.checks.resume(cpu, "nmi")
 
     # ---- IPIs ----------------------------------------------------------------------------------
     def take_ipi(self, cpu: Cpu) -> None:
         m = self.m
         if m.observing:
             m.emit(cpu, ev.TakeIpi)
-        m.views.serialize(cpu)
+        self.views.serialize(cpu)
         for sync in cpu.take_ipis():
             sync.pending.discard(cpu.idx)
-        m.check("resume", cpu, "ipi")
+        self.checks.resume(cpu, "ipi")
 
     def op_sync_core(self, cpu: Cpu, frame: Frame, op: ops.SyncCore) -> None:
         m = self.m
         if m.observing:
             m.emit(cpu, ev.SyncCore)
-        m.views.serialize(cpu)
+        self.views.serialize(cpu)
         m.advance(cpu, frame, None)
 
     def op_sync_cores(self, cpu: Cpu, frame: Frame, op: ops.SyncCores) -> None:
         # first execution: a full barrier, then IPIs; the op then blocks until all are taken
         m = self.m
         if op.pending is None:
-            m.memory.drain(cpu, len(cpu.sb))
+            self.memory.drain(cpu, len(cpu.sb))
             op.pending = set()
-            m.views.serialize(cpu)  # the local call runs do_sync_core() directly
+            self.views.serialize(cpu)  # the local call runs do_sync_core() directly
             for other in m.cpus:
                 if other is not cpu and other.online:
                     other.add_ipi(op)
@@ -186,7 +192,7 @@ class Interrupts:
 
     def preempt(self, cpu: Cpu) -> None:
         m = self.m
-        cpu.preempted = True
+        cpu.set_preempted(True)
         if m.observing:
             m.emit(cpu, ev.Preempted, cpu.frames[-1].pc)
         # how many steps the task stays off the CPU (IPIs and NMIs are still taken)
@@ -196,11 +202,11 @@ class Interrupts:
         m = self.m
         if m.step < cpu.preempted_until:
             return
-        cpu.preempted = False
+        cpu.set_preempted(False)
         if m.observing:
             m.emit(cpu, ev.Resumed)
-        m.views.serialize(cpu)
-        m.check("resume", cpu, "preemption")
+        self.views.serialize(cpu)
+        self.checks.resume(cpu, "preemption")
 
     def end_a_preemption(self) -> bool:
         """Nothing else can run: time passes until the first preempted task is due again."""

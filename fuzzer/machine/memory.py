@@ -16,20 +16,24 @@ from typing import Any
 
 from .. import events as ev
 from .. import ops
+from .part import Part
 from .state import Cpu, Frame, SiteState
 
 
-class Memory:
-    NOT_STATE = {"m": "the machine", "store_in_order": "the architecture's memory model",
+class Memory(Part):
+    SIBLINGS = ('checks', 'fetch', 'views')
+    NOT_STATE = {"store_in_order": "the architecture's memory model",
                  "writer": "who wrote each value: coverage features only"}
 
     def __init__(self, machine) -> None:
-        self.m = machine
+        super().__init__(machine)
         self.store_in_order = machine.arch.store_buffer == "fifo"
         self.mem: dict[str, Any] = {}
         self.freed: set[str] = set()
         # var -> who wrote the value memory holds (coverage only: reads-from pairs)
         self.writer: dict[str, str] = {}
+
+
 
     def reset(self) -> None:
         self.mem = dict(self.m.proto.initial_memory())
@@ -65,7 +69,7 @@ class Memory:
     def live(self, cpu: Cpu, var: str, frame: Frame) -> bool:
         """False (and the oracles told) if `var`'s lifetime has ended."""
         if var in self.freed:
-            self.m.check("freed_access", cpu, frame, var)
+            self.checks.freed_access(cpu, frame, var)
             return False
         return True
 
@@ -203,12 +207,12 @@ class Memory:
         if frame.poke_pos == 0:
             whole = bytearray(self.text_as_seen(cpu, site))
             whole[op.offset:op.offset + len(op.data)] = op.data
-            m.fetch.written(site, bytes(whole))
+            self.fetch.written(site, bytes(whole))
         off, data = units[frame.poke_pos]
         frame.poke_pos += 1
         cpu.sb.append((("text", site), (off, data)))
         if m.arch.own_store_visible_to_fetch:
-            m.views.set(cpu, site, off, data)
+            self.views.set(cpu, site, off, data)
         if m.observing:
             m.emit(cpu, ev.Poke, site.name, off, data)
         if frame.poke_pos == len(units):
@@ -227,11 +231,11 @@ class Memory:
         site = m.sites[op.site]
         data = self.text_as_seen(cpu, site)
         if data != op.data:
-            m.check("text_mismatch", cpu, site, op.what, op.data, data)
+            self.checks.text_mismatch(cpu, site, op.what, op.data, data)
             return
         if m.observing:
             m.emit(cpu, ev.TextChecked, site.name, op.what)
         m.advance(cpu, frame, None)
 
     def op_bug(self, cpu: Cpu, frame: Frame, op: ops.Bug) -> None:
-        self.m.check("bug", cpu, op.message)
+        self.checks.bug(cpu, op.message)

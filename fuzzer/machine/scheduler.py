@@ -18,6 +18,7 @@ says whether it can run.
 from __future__ import annotations
 
 from .. import draws, ops
+from .part import Part
 from .state import Cpu
 
 HANG_STEPS = 3000  # fair (default) steps without completion before "no progress"
@@ -26,17 +27,20 @@ _DRAIN, _TAKE_IPI = draws.DRAIN, draws.TAKE_IPI
 EV_NMI = draws.EV_NMI
 
 
-class Scheduler:
-    NOT_STATE = {"m": "the machine", "orders": "fixed", "injectors": "fixed"}
+class Scheduler(Part):
+    SIBLINGS = ('checks', 'code', 'interrupts', 'memory', 'sync')
+    NOT_STATE = {"orders": "fixed", "injectors": "fixed"}
 
     def __init__(self, machine) -> None:
-        self.m = machine
+        super().__init__(machine)
         cpus = machine.cpus
         n = len(cpus)
         # the runnable scan's order after each CPU: round robin from the next one
         self.orders = [[cpus[(last + 1 + i) % n] for i in range(n)] for last in range(n)]
         self.injectors = {"nmi": machine.interrupts.nmi, "foreign": machine.interrupts.foreign_trap,
                           "preempt": machine.interrupts.preempt, "drain": self._drain_one}
+
+
 
     def loop(self) -> None:
         # The hottest code of the fuzzer: the runnable scan, the CPU's step and the op dispatch
@@ -48,12 +52,12 @@ class Scheduler:
         max_steps = m.config.max_steps
         byte = ch.byte
         ready = m.ready
-        irqs_on = m.interrupts.irqs_on
+        irqs_on = self.interrupts.irqs_on
         interrupts = m.interrupts
         sync = m.sync
-        drain = m.memory.drain
+        drain = self.memory.drain
         runnable_check = self.runnable
-        step_code = m.code.step
+        step_code = self.code.step
         handlers = m.handlers
         run_code = ops.RunCode
         lock_op = ops.LockOp
@@ -61,7 +65,7 @@ class Scheduler:
         while m.finding is None:
             step = m.step = m.step + 1
             if step > max_steps:
-                m.check("budget_spent", "step budget exhausted")
+                self.checks.budget_spent("step budget exhausted")
                 break
             if m.completed:
                 m.epilogue -= 1
@@ -70,7 +74,7 @@ class Scheduler:
             elif ch.defaulted:
                 m.fair_steps += 1
                 if m.fair_steps > HANG_STEPS:
-                    m.check("budget_spent", "no progress under fair scheduling")
+                    self.checks.budget_spent("no progress under fair scheduling")
                     break
             if not fair:  # once fair, fair for the rest of the run
                 fair = ch.pos >= ch.n and ch.source is None
@@ -93,9 +97,9 @@ class Scheduler:
                         if type(c.frames[-1].op) is lock_op:
                             runnable_check(c)
                 if cpu is None:
-                    if m.memory.drain_every_cpu() or interrupts.end_a_preemption():
+                    if self.memory.drain_every_cpu() or interrupts.end_a_preemption():
                         continue
-                    m.check("stall")
+                    self.checks.stall()
                     break
             else:
                 if ch.source is None:  # not fair: a byte is left for this draw
@@ -118,9 +122,9 @@ class Scheduler:
                     elif runnable_check(c):
                         runnable.append(c)
                 if not runnable:
-                    if m.memory.drain_every_cpu() or interrupts.end_a_preemption():
+                    if self.memory.drain_every_cpu() or interrupts.end_a_preemption():
                         continue
-                    m.check("stall")
+                    self.checks.stall()
                     break
                 if ch.source is None:  # Choices.byte inlined
                     pos = ch.pos
@@ -176,9 +180,9 @@ class Scheduler:
         m = self.m
         if not cpu.online:
             return False
-        if cpu.ipis and m.interrupts.irqs_on(cpu):
+        if cpu.ipis and self.interrupts.irqs_on(cpu):
             return True
-        if cpu.stop_req is not None and m.sync.can_park(cpu):
+        if cpu.stop_req is not None and self.sync.can_park(cpu):
             return True
         if cpu.preempted and len(cpu.frames) == 1:
             return m.step >= cpu.preempted_until
@@ -193,15 +197,15 @@ class Scheduler:
     def inject(self, byte: int) -> bool:
         """Inject the event an "event" byte asks for. Returns True if one was injected."""
         m = self.m
-        kind = draws.KIND[draws.event_kind(byte)]
+        kind = draws.KIND_OF_BYTE[byte]
         cands = m.event_candidates(kind.name)
         if not cands:
             return False
         ch = m.ch
         opts = tuple(c.idx for c in cands) if ch.source is not None else None
-        cpu = cands[ch.byte(0, kind.target, len(cands), opts) % len(cands)]
+        cpu = cands[ch.byte(draws.DRAWS[kind.target].default, kind.target, len(cands), opts) % len(cands)]
         self.injectors[kind.name](cpu)
         return True
 
     def _drain_one(self, cpu: Cpu) -> None:
-        self.m.memory.drain(cpu, 1)
+        self.memory.drain(cpu, 1)

@@ -100,10 +100,12 @@ class Cpu:
 
     `plain` says the CPU is online with no pending IPI, stop_machine request or preemption,
     so that only its top frame's op decides whether it can run (the scheduler's fast path).
-    It is derived from those four fields, which are properties that recompute it."""
+    It is derived from those four fields, which only the CPU's own methods change (`set_online`,
+    `add_ipi`/`take_ipis`, `set_stop_req`, `set_preempted`), each recomputing it; everyone else
+    only reads them (tests/test_machine_parts.py checks that no other module assigns them)."""
 
     __slots__ = ("idx", "hw", "views", "stale", "frames", "sb", "in_nmi", "preempted_until", "skip",
-                 "stop", "code_frame", "k", "plain", "_online", "_ipis", "_stop_req", "_preempted")
+                 "stop", "code_frame", "k", "plain", "online", "ipis", "stop_req", "preempted")
     NOT_STATE = {"idx": "identity", "k": "identity", "hw": "read through abstract registers",
                  "stop": "reset before every slice reads it",
                  "plain": "derived from online, ipis, stop_req and preempted"}
@@ -124,55 +126,34 @@ class Cpu:
         self.skip = -1
         self.stop = None
         self.code_frame: Frame | None = None
-        self._online = True
-        self._ipis: list = []
-        self._stop_req = None
-        self._preempted = False
+        self.online = True
+        self.ipis: list = []  # pending IPIs (the SyncCores ops that sent them), oldest first
+        self.stop_req = None  # the stop_machine rendezvous this CPU is asked to park in
+        self.preempted = False
         self.plain = True
 
     def _replain(self) -> None:
-        self.plain = self._online and not self._ipis and self._stop_req is None and not self._preempted
+        self.plain = self.online and not self.ipis and self.stop_req is None and not self.preempted
 
-    @property
-    def online(self) -> bool:
-        return self._online
-
-    @online.setter
-    def online(self, value: bool) -> None:
-        self._online = value
+    def set_online(self, value: bool) -> None:
+        self.online = value
         self._replain()
 
-    @property
-    def preempted(self) -> bool:
-        return self._preempted
-
-    @preempted.setter
-    def preempted(self, value: bool) -> None:
-        self._preempted = value
+    def set_preempted(self, value: bool) -> None:
+        self.preempted = value
         self._replain()
 
-    @property
-    def stop_req(self):
-        """The stop_machine rendezvous this CPU is asked to park in, or None."""
-        return self._stop_req
-
-    @stop_req.setter
-    def stop_req(self, value) -> None:
-        self._stop_req = value
+    def set_stop_req(self, sm) -> None:
+        self.stop_req = sm
         self._replain()
-
-    @property
-    def ipis(self) -> tuple:
-        """Pending IPIs (the SyncCores ops that sent them), oldest first."""
-        return tuple(self._ipis)
 
     def add_ipi(self, sync) -> None:
-        self._ipis.append(sync)
+        self.ipis.append(sync)
         self._replain()
 
     def take_ipis(self) -> list:
         """Remove and return the pending IPIs."""
-        ipis, self._ipis = self._ipis, []
+        ipis, self.ipis = self.ipis, []
         self._replain()
         return ipis
 
@@ -182,7 +163,7 @@ class Cpu:
         out = {}
         for name in _state_slots(type(self)):
             out[name] = getattr(self, name)
-        out["preempted_until"] = max(0, self.preempted_until - now) if self._preempted else 0
+        out["preempted_until"] = max(0, self.preempted_until - now) if self.preempted else 0
         out["views"] = tuple(bytes(v) for v in self.views.values())
         out["stale"] = tuple(sorted(s.name for s in self.stale))
         out["code_frame"] = next((i for i, f in enumerate(self.frames) if f is self.code_frame), -1)

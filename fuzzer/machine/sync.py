@@ -15,20 +15,24 @@ from __future__ import annotations
 
 from .. import events as ev
 from .. import ops
+from .part import Part
 from .state import Cpu, Frame, Lock, StopMachineState
 
 
-class Sync:
-    NOT_STATE = {"m": "the machine",
+class Sync(Part):
+    SIBLINGS = ('checks', 'interrupts', 'memory', 'views')
+    NOT_STATE = {
                  "lock_ops": "matters only while a lock op is on some CPU's stack, and is then "
                              "True in every state"}
 
     def __init__(self, machine) -> None:
-        self.m = machine
+        super().__init__(machine)
         self.locks: dict[str, Lock] = {}
         # a lock op was yielded in this run: from then on, the fair scheduler checks the CPUs
         # after the one it picks for lock ops (their readiness check queues waiting writers)
         self.lock_ops = False
+
+
 
     def reset(self) -> None:
         self.locks = {}
@@ -76,7 +80,7 @@ class Sync:
             frame.tags["waits"] = op.lock
             if m.observing:
                 m.emit(cpu, ev.LockWait, op.lock, op.mode)
-            m.check("lock_wait", cpu, frame)
+            self.checks.lock_wait(cpu, frame)
         return ok
 
     def op_lock(self, cpu: Cpu, frame: Frame, op: ops.LockOp) -> None:
@@ -143,10 +147,10 @@ class Sync:
         """The caller's coroutine asked for stop_machine: drain its stores, ask every other
         online CPU to park."""
         sm = op.sm = StopMachineState(cpu.idx)
-        self.m.memory.drain(cpu, len(cpu.sb))
+        self.memory.drain(cpu, len(cpu.sb))
         for other in self.m.cpus:
             if other.idx != cpu.idx and other.online:
-                other.stop_req = sm
+                other.set_stop_req(sm)
 
     def stop_ready(self, cpu: Cpu, frame: Frame, op: ops.StopMachineEnter) -> bool:
         sm = op.sm
@@ -163,19 +167,19 @@ class Sync:
         op.enter.sm.released = True
         frame.irqs_off = False
         m = self.m
-        m.memory.drain(cpu, len(cpu.sb))
+        self.memory.drain(cpu, len(cpu.sb))
         if m.observing:
             m.emit(cpu, ev.StopMachineRelease)
         m.advance(cpu, frame, None)
 
     def can_park(self, cpu: Cpu) -> bool:
         # The stopper thread runs once the CPU can schedule: thread context, IRQs on.
-        return len(cpu.frames) == 1 and (self.m.interrupts.irqs_on(cpu) or not cpu.frames[0].code_active)
+        return len(cpu.frames) == 1 and (self.interrupts.irqs_on(cpu) or not cpu.frames[0].code_active)
 
     def park(self, cpu: Cpu) -> None:
         m = self.m
         sm = cpu.stop_req
-        cpu.stop_req = None
+        cpu.set_stop_req(None)
         sm.arrived.add(cpu.idx)
         if m.observing:
             m.emit(cpu, ev.Parked)
@@ -197,17 +201,17 @@ class Sync:
         if m.observing:
             m.emit(cpu, ev.Unparked)
         if m.stop_machine_serializes:
-            m.views.serialize(cpu)
+            self.views.serialize(cpu)
 
     # ---- hotplug -------------------------------------------------------------------------------
     def cpu_down_ready(self, cpu: Cpu, frame: Frame, op: ops.CpuDown) -> bool:
         target = self.m.cpus[op.cpu]
-        return target.online and len(target.frames) == 1 and self.m.interrupts.irqs_on(target)
+        return target.online and len(target.frames) == 1 and self.interrupts.irqs_on(target)
 
     def op_cpu_down(self, cpu: Cpu, frame: Frame, op: ops.CpuDown) -> None:
         m = self.m
         target = m.cpus[op.cpu]
-        target.online = False
+        target.set_online(False)
         for sync in target.take_ipis():  # a dying CPU flushes its pending IPIs
             sync.pending.discard(target.idx)
         if m.observing:
@@ -217,8 +221,8 @@ class Sync:
     def op_cpu_up(self, cpu: Cpu, frame: Frame, op: ops.CpuUp) -> None:
         m = self.m
         target = m.cpus[op.cpu]
-        target.online = True
-        m.views.serialize(target)  # a CPU comes up through reset and the trampoline
+        target.set_online(True)
+        self.views.serialize(target)  # a CPU comes up through reset and the trampoline
         if m.observing:
             m.emit(cpu, ev.CpuOnline, op.cpu)
         m.advance(cpu, frame, None)

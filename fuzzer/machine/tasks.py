@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from .. import events as ev
 from .. import ops
+from .part import Part
 from .state import Cpu, Frame
 
 
-class Tasks:
-    NOT_STATE = {"m": "the machine"}
-
+class Tasks(Part):
     def __init__(self, machine) -> None:
-        self.m = machine
+        super().__init__(machine)
 
     def handlers(self) -> dict:
         return {ops.TaskDone: self.op_task_done, ops.Complete: self.op_complete}

@@ -13,15 +13,19 @@ checked against the truth when the CPU next fetches them.
 from __future__ import annotations
 
 from .. import draws
+from .part import Part
 from .state import Cpu, SiteState
 
 
-class Views:
-    NOT_STATE = {"m": "the machine", "unit": "the architecture's fetch unit"}
+class Views(Part):
+    SIBLINGS = ('memory',)
+    NOT_STATE = {"unit": "the architecture's fetch unit"}
 
     def __init__(self, machine) -> None:
-        self.m = machine
+        super().__init__(machine)
         self.unit = machine.arch.fetch_unit
+
+
 
     def set(self, cpu: Cpu, site: SiteState, off: int, data: bytes) -> None:
         """The CPU's own store reaches its fetch."""
@@ -33,7 +37,7 @@ class Views:
 
     def sync(self, cpu: Cpu, site: SiteState) -> None:
         """The whole site as `cpu` sees memory now (a fetch that starts afresh)."""
-        fresh = self.m.memory.text_as_seen(cpu, site)
+        fresh = self.memory.text_as_seen(cpu, site)
         view = cpu.views[site.name]
         if view != fresh:
             view[:] = fresh
@@ -44,7 +48,7 @@ class Views:
         """A serializing event: every stale site refreshed."""
         if not cpu.stale:
             return
-        text_as_seen = self.m.memory.text_as_seen
+        text_as_seen = self.memory.text_as_seen
         for site in list(cpu.stale):
             fresh = text_as_seen(cpu, site)
             view = cpu.views[site.name]
