@@ -24,8 +24,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from . import draws
 from .draws import CPU_DRAWS, EVENT_BYTE, EVENT_RANGES, EVENT_TARGET, NEUTRAL, STAY_BYTES, event_kind
 from .machine import Machine, RunResult
+
+EVENT, CPU, PREEMPT_FOR = draws.EVENT.name, draws.CPU.name, draws.PREEMPT_FOR.name
 
 __all__ = ["CPU_DRAWS", "EVENT_BYTE", "EVENT_RANGES", "EVENT_TARGET", "NEUTRAL", "STAY_BYTES", "Answer",
            "Plan", "PlanSource", "Recorder", "Step", "describe", "encode", "event_kind", "nontrivial",
@@ -83,7 +86,7 @@ class _ExplicitRecorder(Recorder):
         self.steps_left = steps
 
     def choose(self, what: str, n: int, options: tuple[int, ...] | None) -> int | None:
-        if what == "event":
+        if what == EVENT:
             self.steps_left -= 1
         pos = len(self.draws)
         if pos < len(self.data):
@@ -139,7 +142,7 @@ def split_steps(draws: Iterable[Answer]) -> list[Step]:
     steps: list[Step] = []
     cur: list[Answer] = []
     for d in draws:
-        if d.what == "event" and cur:
+        if d.what == EVENT and cur:
             steps.append(Step(cur[0].pos, tuple(cur)))
             cur = []
         cur.append(d)
@@ -177,7 +180,7 @@ class PlanSource:
         return v
 
     def _answer(self, what: str, options: tuple[int, ...] | None) -> int | None:
-        if what == "event":
+        if what == EVENT:
             self.i += 1
             if self.i >= len(self.plan):
                 return None
@@ -220,15 +223,15 @@ def describe(steps: Iterable[Step]) -> list[str]:
     for i, s in enumerate(steps):
         a = s.answers()
         kind = s.kind
-        if kind != "step" and "cpu" not in a:
+        if kind != "step" and CPU not in a:
             # injected, or the bytes ended before its target was drawn (default target)
             target = a.get(EVENT_TARGET[kind])
             text = kind + (f" cpu{target}" if target is not None else " (default target)")
-            if kind == "preempt" and "preempt for" in a:
-                text += f" for {a['preempt for']}"
+            if kind == "preempt" and PREEMPT_FOR in a:
+                text += f" for {a[PREEMPT_FOR]}"
         else:
-            text = f"step cpu{a['cpu']}" if "cpu" in a else "step"
-            extra = [f"{k}={v}" for k, v in a.items() if k not in ("event", "cpu")
+            text = f"step cpu{a[CPU]}" if CPU in a else "step"
+            extra = [f"{k}={v}" for k, v in a.items() if k not in (EVENT, CPU)
                      and v != NEUTRAL.get(k)]
             if extra:
                 text += " " + " ".join(extra)

@@ -124,15 +124,15 @@ def _deviations(machine: Machine, schedule: bytes, signature: str) -> dict[int, 
     out = {}
     for i, s in enumerate(steps):
         a = s.answers()
-        if s.kind != "step" and "cpu" not in a:  # an injected event (its target drawn or default)
+        if s.kind != "step" and dec.CPU not in a:  # an injected event (its target drawn or default)
             target = a.get(dec.EVENT_TARGET[s.kind])
             out[i + 1] = s.kind + (f" on cpu{target}" if target is not None else "") \
-                + (f" for {a['preempt for']}" if "preempt for" in a else "")
+                + (f" for {a[dec.PREEMPT_FOR]}" if dec.PREEMPT_FOR in a else "")
             continue
         notes = [n for d in s.draws if (n := draws.DRAWS[d.what].note(d.value, d.n))]
         if not notes:
             continue
-        default = {k: v for k, v in plan[i].items() if k in ("event", "cpu")}
+        default = {k: v for k, v in plan[i].items() if k in (dec.EVENT, dec.CPU)}
         f = dec.encode(machine, plan[:i] + [default] + plan[i + 1:])[1].finding
         if f is None or f.signature != signature:
             out[i + 1] = ", ".join(notes)

@@ -207,9 +207,9 @@ class Minimizer:
         candidates: list[dec.Plan] = [plan[:i] + plan[i + 1:]]
         if step.injected:
             target = plan[i][dec.EVENT_TARGET[step.kind]]
-            candidates.append(plan[:i] + [{"event": 0, "cpu": target}] + plan[i + 1:])
-        if any(d.what == "cpu" and d.value for d in step.draws):
-            candidates.append(plan[:i] + [{**plan[i], "cpu": None}] + plan[i + 1:])
+            candidates.append(plan[:i] + [{dec.EVENT: 0, dec.CPU: target}] + plan[i + 1:])
+        if any(d.what == dec.CPU and d.value for d in step.draws):
+            candidates.append(plan[:i] + [{**plan[i], dec.CPU: None}] + plan[i + 1:])
         if i + 1 < len(plan):  # the same decisions in the other order
             candidates.append(plan[:i] + [plan[i + 1], plan[i]] + plan[i + 2:])
         for cand in candidates:
@@ -264,7 +264,7 @@ class Minimizer:
 
     @staticmethod
     def _steps_of_cpu(plan: dec.Plan, cpu: int) -> list[int]:
-        return [k for k, step in enumerate(plan) if step.get("cpu") == cpu]
+        return [k for k, step in enumerate(plan) if step.get(dec.CPU) == cpu]
 
     def _delete_spans(self, best: bytes) -> bytes:
         for size in (8, 4, 2, 1):

@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import IO
 
-from ..draws import DRAWS, EVENT_BYTE
+from ..draws import DRAWS, EVENT, EVENT_BYTE
 from ..machine import Config, Machine, RunResult
 from ..protocols import resolve
 from .swarm import site_hold_run, swarm_schedule
@@ -197,7 +197,7 @@ class Harness:
 
 def _steps(whats: tuple[str, ...]) -> list[int]:
     """Start positions of the steps (each scheduler iteration begins with an "event" draw)."""
-    return [i for i, w in enumerate(whats) if w == "event"]
+    return [i for i, w in enumerate(whats) if w == EVENT.name]
 
 
 def _event_bytes(rng: random.Random) -> bytes:

@@ -65,6 +65,7 @@ BOUNDS = tuple(draws.BUDGETS)  # budget slots, in order
 SLOT = {name: i for i, name in enumerate(BOUNDS)}
 CS, PARTIAL = SLOT["context_switches"], SLOT["partial_refresh"]
 FREE = -1
+_EVENT = draws.EVENT.name
 DEFAULT_MAX_STEPS = 300
 
 
@@ -220,7 +221,7 @@ class _ReplaySource:
 
     def choose(self, what: str, n: int, options: tuple[int, ...] | None) -> int | None:
         pos = self.pos
-        if what == "event" and not self.frozen and self.m.step > self.st.max_steps:
+        if what == _EVENT and not self.frozen and self.m.step > self.st.max_steps:
             # Past the bound: first alternatives only, so what follows does not depend on the
             # budgets left. (Answering None would hand the run to the machine's defaults,
             # which need not be our first alternatives.)
@@ -234,7 +235,7 @@ class _ReplaySource:
                                    "deterministic, or the alternatives depend on something unrecorded")
             i = base.chosen[pos] if pos < self.plen - 1 else self.last
         else:
-            if what == "event" and self.st.prune:
+            if what == _EVENT and self.st.prune:
                 self._check_state()
             alts = self._alternatives(what, n, options)
             i = 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 
+from ..draws import CPU
 from ..machine import Machine, RunResult
 from .base import Run
 from .random import DEFAULT_MAX_LEN
@@ -34,7 +35,7 @@ class _PctSource:
         if self.left <= 0:
             return None
         self.left -= 1
-        if what != "cpu" or not options:
+        if what != CPU.name or not options:
             return self.rng.getrandbits(8)
         self.step += 1
         best = max(range(len(options)), key=lambda i: self.prio[options[i]])

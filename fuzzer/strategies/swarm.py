@@ -28,7 +28,7 @@ import random
 from bisect import bisect_right
 from itertools import accumulate
 
-from ..draws import EVENT_RANGES, KIND, STAY_BYTES
+from ..draws import CPU, EVENT, EVENT_RANGES, KIND, STAY_BYTES
 from ..machine import Machine, RunResult
 
 # the most each event kind can add to a schedule's share of steps
@@ -112,10 +112,10 @@ class SiteHoldSource:
         if pos < len(self.prefix):
             return self.prefix[pos]
         rng = self.rng
-        if what == "event":
+        if what == EVENT.name:
             event = _event_byte(rng, self.ends, rng.random())
             return rng.randrange(KIND["step"].hi) if event is None else event  # None: a plain step
-        if what == "cpu" and options:
+        if what == CPU.name and options:
             return self._pick(options)
         return rng.getrandbits(8)
 
