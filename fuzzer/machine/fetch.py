@@ -74,7 +74,8 @@ class FetchModel(Part):
                 "trap" if view[:1] == self.trap else "intended" if verdict else "TORN")
             m.emit(cpu, ev.Fetch, site.name, off, frame.pc, view, label)
         if verdict is WHOLE:
-            self.checks.fetch_whole(cpu, frame, site, view, off)
+            if m.completed:
+                self.checks.fetch_after_complete(cpu, frame, site, view, off)
         elif verdict is TORN:
             self.checks.fetch_torn(cpu, frame, site, view)
         else:

@@ -15,9 +15,9 @@ class StaleAfterComplete(Oracle):
     fires_when = "a CPU executes the old instruction after the protocol declared completion"
     TITLES = {"stale": "stale {site} executed after completion in {ctx}"}
 
-    def on_fetch_whole(self, cpu, frame, site, view, off) -> None:
+    def on_fetch_after_complete(self, cpu, frame, site, view, off) -> None:
         m = self.m
-        if m.completed and not off and site.truth != site.old:
+        if not off and site.truth != site.old:
             lens = m.arch.insn_lengths(site.old)
             if lens and view[:lens[0]] == site.old[:lens[0]]:
                 self.report(cpu, "stale", f"executes old {view.hex(' ')}; memory holds "
