@@ -90,10 +90,10 @@ class Load(Event):
     var: str
     value: Any
 
-    def text(self, r):
+    def text(self, r: Renderer) -> str:
         return f"load {self.var} -> {fmt(self.value)}"
 
-    def reads(self):
+    def reads(self) -> tuple[str, ...]:
         return (self.var,)
 
 
@@ -103,19 +103,19 @@ class Store(Event):
     value: Any
     folds: ClassVar[bool] = True
 
-    def text(self, r):
+    def text(self, r: Renderer) -> str:
         return f"{self.brief(r)} (store buffer)"
 
-    def brief(self, r):
+    def brief(self, r: Renderer) -> str:
         return f"store {self.var} = {fmt(self.value)}"
 
-    def writes(self):
+    def writes(self) -> tuple[str, ...]:
         return (self.var,)
 
 
 @dataclass(slots=True, eq=False)
 class Alloc(Store):
-    def brief(self, r):
+    def brief(self, r: Renderer) -> str:
         return f"alloc {self.var} = {fmt(self.value)}"
 
 
@@ -126,13 +126,13 @@ class Drain(Event):
     category: ClassVar[str] = "memory"
     folds: ClassVar[bool] = True
 
-    def text(self, r):
+    def text(self, r: Renderer) -> str:
         return f"{self.brief(r)} reaches memory"
 
-    def brief(self, r):
+    def brief(self, r: Renderer) -> str:
         return f"drain: {self.var} = {fmt(self.value)}"
 
-    def writes(self):
+    def writes(self) -> tuple[str, ...]:
         return (self.var,)
 
 
@@ -140,7 +140,7 @@ class Drain(Event):
 class Fence(Event):
     kind: str  # mb, wmb, rmb
 
-    def text(self, r):
+    def text(self, r: Renderer) -> str:
         return f"smp_{self.kind}()"
 
 
@@ -152,13 +152,13 @@ class Atomic(Event):
     new: Any
     result: Any  # what the operation returned to the protocol
 
-    def text(self, r):
+    def text(self, r: Renderer) -> str:
         return f"{self.name}({self.var}): {fmt(self.old)} -> {fmt(self.new)}"
 
-    def reads(self):
+    def reads(self) -> tuple[str, ...]:
         return (self.var,)
 
-    def writes(self):
+    def writes(self) -> tuple[str, ...]:
         return (self.var,)
 
 
@@ -166,10 +166,10 @@ class Atomic(Event):
 class Free(Event):
     var: str
 
-    def text(self, r):
+    def text(self, r: Renderer) -> str:
         return f"free {self.var}"
 
-    def writes(self):
+    def writes(self) -> tuple[str, ...]:
         return (self.var,)
 
 
@@ -179,10 +179,10 @@ class Waited(Event):
     var: str
     value: Any
 
-    def text(self, r):
+    def text(self, r: Renderer) -> str:
         return f"waited until {self.what} ({self.var} = {fmt(self.value)})"
 
-    def reads(self):
+    def reads(self) -> tuple[str, ...]:
         return (self.var,)
 
 
@@ -195,13 +195,13 @@ class Poke(Event):
     category: ClassVar[str] = "text write"
     folds: ClassVar[bool] = True
 
-    def text(self, r):
+    def text(self, r: Renderer) -> str:
         return f"{self.brief(r)} (store buffer)"
 
-    def brief(self, r):
+    def brief(self, r: Renderer) -> str:
         return f"poke {self.site}+{self.off} = {self.data.hex(' ')}"
 
-    def writes(self):
+    def writes(self) -> tuple[str, ...]:
         return (self.site,)
 
 
@@ -209,10 +209,10 @@ class Poke(Event):
 class TextDrain(Poke):
     category: ClassVar[str] = "memory"
 
-    def text(self, r):
+    def text(self, r: Renderer) -> str:
         return f"{self.brief(r)} reaches memory"
 
-    def brief(self, r):
+    def brief(self, r: Renderer) -> str:
         return f"drain: {self.site}+{self.off} = {self.data.hex(' ')}"
 
 
@@ -221,10 +221,10 @@ class ReadText(Event):
     site: str
     data: bytes
 
-    def text(self, r):
+    def text(self, r: Renderer) -> str:
         return f"read text {self.site}: {self.data.hex(' ')}"
 
-    def reads(self):
+    def reads(self) -> tuple[str, ...]:
         return (self.site,)
 
 
@@ -233,10 +233,10 @@ class TextChecked(Event):
     site: str
     what: str
 
-    def text(self, r):
+    def text(self, r: Renderer) -> str:
         return f"check {self.site} holds {self.what}: ok"
 
-    def reads(self):
+    def reads(self) -> tuple[str, ...]:
         return (self.site,)
 
 
@@ -256,11 +256,11 @@ class Fetch(Event):
         """Whole old or new code: the CPU going about its business."""
         return self.label in ("old", "new")
 
-    def text(self, r):
+    def text(self, r: Renderer) -> str:
         at = f"{self.site}+{self.off}" if self.off else self.site
         return f"fetch {at}: {self.view.hex(' ')} ({self.label}) {r.disasm(self.view[self.off:], self.pc)}"
 
-    def reads(self):
+    def reads(self) -> tuple[str, ...]:
         return (self.site,)
 
 
@@ -268,7 +268,7 @@ class Fetch(Event):
 class RunsCode(Event):
     what: str
 
-    def text(self, r):
+    def text(self, r: Renderer) -> str:
         return f"runs {self.what}"
 
 
@@ -277,7 +277,7 @@ class RunsCode(Event):
 class SyncCore(Event):
     category: ClassVar[str] = "ipi"
 
-    def text(self, r):
+    def text(self, r: Renderer) -> str:
         return "sync_core()"
 
 
@@ -286,7 +286,7 @@ class SyncCoresStart(Event):
     targets: tuple[int, ...]
     category: ClassVar[str] = "ipi"
 
-    def text(self, r):
+    def text(self, r: Renderer) -> str:
         return "sync_cores(): IPI to " + ",".join(f"cpu{i}" for i in self.targets)
 
 
@@ -294,7 +294,7 @@ class SyncCoresStart(Event):
 class SyncCoresDone(Event):
     category: ClassVar[str] = "ipi"
 
-    def text(self, r):
+    def text(self, r: Renderer) -> str:
         return "sync_cores() done"
 
 
@@ -302,7 +302,7 @@ class SyncCoresDone(Event):
 class TakeIpi(Event):
     category: ClassVar[str] = "ipi"
 
-    def text(self, r):
+    def text(self, r: Renderer) -> str:
         return "takes IPI: sync_core (serializing)"
 
 
@@ -310,7 +310,7 @@ class TakeIpi(Event):
 class Nmi(Event):
     category: ClassVar[str] = "nmi"
 
-    def text(self, r):
+    def text(self, r: Renderer) -> str:
         return "NMI (serializing)"
 
 
@@ -318,7 +318,7 @@ class Nmi(Event):
 class NmiReturn(Event):
     category: ClassVar[str] = "nmi"
 
-    def text(self, r):
+    def text(self, r: Renderer) -> str:
         return "NMI handler returns (iret, serializing)"
 
 
@@ -328,7 +328,7 @@ class Trap(Event):
     foreign: bool
     category: ClassVar[str] = "trap"
 
-    def text(self, r):
+    def text(self, r: Renderer) -> str:
         return f"{r.trap} at {r.sym(self.addr)}" + (" (foreign: kprobe)" if self.foreign else "")
 
 
@@ -336,7 +336,7 @@ class Trap(Event):
 class TrapPassedOn(Event):
     category: ClassVar[str] = "trap"
 
-    def text(self, r):
+    def text(self, r: Renderer) -> str:
         return f"{r.trap} handler: not mine, passed on to kprobes"
 
 
@@ -346,7 +346,7 @@ class TrapEmulates(Event):
     addr: int
     category: ClassVar[str] = "trap"
 
-    def text(self, r):
+    def text(self, r: Renderer) -> str:
         return f"{r.trap} handler emulates {r.disasm(self.insn, self.addr)}"
 
 
@@ -354,7 +354,7 @@ class TrapEmulates(Event):
 class TrapReturn(Event):
     category: ClassVar[str] = "trap"
 
-    def text(self, r):
+    def text(self, r: Renderer) -> str:
         return f"{r.trap} returns (iret, serializing)"
 
 
@@ -363,7 +363,7 @@ class Preempted(Event):
     pc: int
     category: ClassVar[str] = "preemption"
 
-    def text(self, r):
+    def text(self, r: Renderer) -> str:
         return f"preempted at {r.sym(self.pc)}"
 
 
@@ -371,7 +371,7 @@ class Preempted(Event):
 class Resumed(Event):
     category: ClassVar[str] = "preemption"
 
-    def text(self, r):
+    def text(self, r: Renderer) -> str:
         return "resumes after preemption (iret, serializing)"
 
 
@@ -382,17 +382,17 @@ class Locked(Event):
     mode: str  # mutex, read, write
     category: ClassVar[str] = "lock"
 
-    def text(self, r):
+    def text(self, r: Renderer) -> str:
         prefix = {"read": "read-", "write": "write-"}.get(self.mode, "")
         return f"{prefix}lock {self.lock}"
 
-    def writes(self):
+    def writes(self) -> tuple[str, ...]:
         return (self.lock,)
 
 
 @dataclass(slots=True, eq=False)
 class Unlocked(Locked):
-    def text(self, r):
+    def text(self, r: Renderer) -> str:
         return f"unlock {self.lock}"
 
 
@@ -402,10 +402,10 @@ class LockWait(Event):
     mode: str
     category: ClassVar[str] = "lock wait"
 
-    def text(self, r):
+    def text(self, r: Renderer) -> str:
         return f"waits for {self.lock} ({self.mode})"
 
-    def reads(self):
+    def reads(self) -> tuple[str, ...]:
         return (self.lock,)
 
 
@@ -413,7 +413,7 @@ class LockWait(Event):
 class Parked(Event):
     category: ClassVar[str] = "stop_machine"
 
-    def text(self, r):
+    def text(self, r: Renderer) -> str:
         return "enters stop_machine (IRQs off)"
 
 
@@ -421,7 +421,7 @@ class Parked(Event):
 class Unparked(Event):
     category: ClassVar[str] = "stop_machine"
 
-    def text(self, r):
+    def text(self, r: Renderer) -> str:
         return "leaves stop_machine"
 
 
@@ -429,7 +429,7 @@ class Unparked(Event):
 class StopMachineRun(Event):
     category: ClassVar[str] = "stop_machine"
 
-    def text(self, r):
+    def text(self, r: Renderer) -> str:
         return "stop_machine: all CPUs parked, running callback with IRQs off"
 
 
@@ -437,7 +437,7 @@ class StopMachineRun(Event):
 class StopMachineRelease(Event):
     category: ClassVar[str] = "stop_machine"
 
-    def text(self, r):
+    def text(self, r: Renderer) -> str:
         return "stop_machine: release"
 
 
@@ -445,7 +445,7 @@ class StopMachineRelease(Event):
 class CpuOffline(Event):
     target: int
 
-    def text(self, r):
+    def text(self, r: Renderer) -> str:
         return f"cpu{self.target} goes offline"
 
 
@@ -453,7 +453,7 @@ class CpuOffline(Event):
 class CpuOnline(Event):
     target: int
 
-    def text(self, r):
+    def text(self, r: Renderer) -> str:
         return f"cpu{self.target} comes online"
 
 
@@ -461,13 +461,13 @@ class CpuOnline(Event):
 class TaskDone(Event):
     name: str
 
-    def text(self, r):
+    def text(self, r: Renderer) -> str:
         return f"{self.name} finished"
 
 
 @dataclass(slots=True, eq=False)
 class Completed(Event):
-    def text(self, r):
+    def text(self, r: Renderer) -> str:
         return "protocol declares completion"
 
 
@@ -479,7 +479,7 @@ class Violation(Event):
     detail: str
     category: ClassVar[str] = "violation"
 
-    def text(self, r):
+    def text(self, r: Renderer) -> str:
         return f"*** {self.oracle}: {self.title} -- {self.detail}"
 
 
@@ -490,5 +490,5 @@ class Consequence(Event):
     what: str
     category: ClassVar[str] = "consequence"
 
-    def text(self, r):
+    def text(self, r: Renderer) -> str:
         return "consequence: " + self.what
