@@ -226,8 +226,7 @@ class Machine:
         # a site's verdict memo right after a reset (written versions: the old code only)
         self._fresh_memo = {name: self._memo_for(s) for name, s in self.sites.items()}
         # code that ends in the stop instruction: the address just after it ends a RunCode
-        text = self.image.text
-        self.end_pcs = {self.image.base + i + 1 for i, b in enumerate(text) if b == 0xF4}
+        self.end_pcs = self.image.stop_pcs
         self.tracing = False
         self._sym_sorted = sorted((a, n) for n, a in self.image.symbols.items())
 

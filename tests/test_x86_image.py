@@ -32,6 +32,16 @@ PINNED_NO_IRQS_OFF = {
     "x86/text_poke_bp": "3a282abe2593e20266f1d090709ca29c7ff109428a88732ec287af086642b632",
 }
 
+# The addresses just after the image's stop instruction, as the machine used to find them by
+# scanning the text for its opcode byte (the image now says where it put them).
+STOP_PCS = {
+    **dict.fromkeys(["x86/ftrace_nmi_2008", "x86/ftrace_nmi_2010", "x86/stop_machine_naive",
+                     "x86/text_mutex_hotplug"], {0x10007B}),  # two sites
+    **dict.fromkeys(["x86/text_poke_bp", "test/guest_fault", "test/mid_insn_resume",
+                     "test/protocol_assert", "test/stale_after_complete", "test/wrong_target"],
+                    {0x100066}),
+}
+
 
 def _protocols() -> dict:
     found = dict(registry())
@@ -55,6 +65,7 @@ def test_image_bytes_and_symbols_are_unchanged(name):
     cls = _protocols()[name]
     image = get_arch(cls.arch).build_image(cls.sites)
     assert _digest(image) == PINNED[name]
+    assert image.stop_pcs == STOP_PCS[name]
     if name in PINNED_NO_IRQS_OFF:
         assert _digest(get_arch(cls.arch).build_image(cls.sites, calls_irqs_off=False)) \
             == PINNED_NO_IRQS_OFF[name]

@@ -62,11 +62,11 @@ values sent. Objects are numbered in first-visit order, so sharing is part of th
 SyncCores op pending on two CPUs, a lock owner that is a frame). A value the encoder does not
 know leaves that state uncached (sound, only slower; counted in `uncached`).
 
-Registers: a code frame's future depends on its PC (kept in `Frame.pc`), RSP, EFLAGS.IF and the
-stack above RSP (return addresses). Nothing else in the generated x86 image is read: r14/r15
-are write-only hit counters (`inc`), and no instruction reads arithmetic flags. `bind()` checks
-that claim by disassembling the image; for another image or architecture, states with code in
-flight are not cached.
+Registers: a code frame's future depends on its PC (kept in `Frame.pc`), the stack pointer, the
+IRQ flag and the stack above the stack pointer (return addresses), if the generated image reads
+no other register state (its hit counters are write-only, nothing reads arithmetic flags).
+`bind()` asks the architecture model to check that claim on the image and the sites' versions
+(`Arch.register_abstractable`); where it cannot, states with code in flight are not cached.
 
 Left out of the key on purpose: `Machine.progress` and `Machine.writer` (only coverage features
 and traces read them, and this strategy runs without coverage); `Cpu.stop` (reset before every
@@ -87,9 +87,6 @@ import marshal
 import types
 from collections import deque
 
-from unicorn import x86_const as X
-
-from ..arch.x86_64 import EFLAGS_IF, NMI_STACK_TOP, THREAD_STACK_TOP
 from ..choices import Abandon
 from ..machine import EV_FOREIGN, EV_NMI, EV_PREEMPT, Cpu, Frame, Lock, Machine, RunResult, SiteState
 from ..ops import NotMine, RunCode
@@ -104,11 +101,6 @@ DEFAULT_MAX_STEPS = 300
 _DRAIN_ALL, _TAKE_IPI_NOW, _DEFER_IPI, _REFRESH_ALL = 255, 0, 160, 0xFF
 _SLICE_TO_SITE, _SLICE_ONE = 0, 192
 _PREEMPT_SHORT, _PREEMPT_LONG = 0, 255
-
-# What the generated x86-64 image may execute if register abstraction is to be sound: none of
-# these reads a general-purpose register other than RSP (call/ret) or an arithmetic flag.
-_X86_SAFE_MNEMONICS = frozenset({"nop", "ret", "call", "jmp", "cli", "sti", "hlt", "int3"})
-_X86_COUNTERS = frozenset({"r14", "r15"})  # `inc` of a register nothing else reads
 
 
 class _Opaque(Exception):
@@ -168,7 +160,8 @@ class ExhaustiveStrategy:
     # ------------------------------------------------------------------ Strategy interface
     def bind(self, machine: Machine) -> None:
         self.machine = machine
-        self._regs_ok = _x86_image_is_register_abstractable(machine)
+        self._regs_ok = machine.arch.register_abstractable(
+            [machine.image.text] + [s.new for s in machine.sites.values()])
         if self.prune and not _generators_are_readable():
             raise RuntimeError("exhaustive search: this Python's generator frames cannot be read, so "
                                "states cannot be cached; pass prune=False (exponentially slower)")
@@ -570,20 +563,14 @@ class _StateKey:
                 tuple(self.val(f) for f in lk.waiting_writers))
 
     def registers(self, c: Cpu, ctx) -> tuple:
-        """RSP, EFLAGS.IF and the live stack: all the generated image's code depends on."""
+        """The stack pointer, the IRQ flag and the live stack: all the generated image's code
+        depends on."""
         if not self.regs_ok:
             raise _Opaque("registers of an image not checked for abstraction")
-        hw = c.hw
-        if ctx is None:
-            rsp = hw.uc.reg_read(X.UC_X86_REG_RSP)
-            iflag = hw.irqs_enabled()
-        else:
-            rsp = ctx.reg_read(X.UC_X86_REG_RSP)
-            iflag = bool(ctx.reg_read(X.UC_X86_REG_EFLAGS) & EFLAGS_IF)
-        top = THREAD_STACK_TOP if rsp <= THREAD_STACK_TOP else NMI_STACK_TOP
-        if not 0 <= top - rsp <= 4096:
+        regs = c.hw.abstract_registers(ctx)
+        if regs is None:
             raise _Opaque("stack pointer outside the known stacks")
-        return (rsp, iflag, bytes(hw.uc.mem_read(rsp, top - rsp)))
+        return regs
 
     def _ref(self, obj) -> tuple | None:
         """('@', n) if `obj` was encoded before; else number it and return None. The memo keeps
@@ -703,26 +690,3 @@ def _cell_full(cell) -> bool:
 
 def _order(enc) -> bytes:
     return marshal.dumps(enc, 2)
-
-
-def _x86_image_is_register_abstractable(machine: Machine) -> bool:
-    """True if every instruction the image (and each site's versions) can execute leaves RSP,
-    EFLAGS.IF and the stack as the only register state that influences the future."""
-    if machine.arch.name != "x86_64":
-        return False
-    import capstone
-
-    cs = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
-    blobs = [machine.image.text] + [s.new for s in machine.sites.values()]
-    for blob in blobs:
-        decoded = 0
-        for insn in cs.disasm(bytes(blob), 0):
-            decoded += insn.size
-            if insn.mnemonic in _X86_SAFE_MNEMONICS:
-                continue
-            if insn.mnemonic == "inc" and insn.op_str in _X86_COUNTERS:
-                continue
-            return False
-        if decoded != len(blob):
-            return False
-    return True
