@@ -18,9 +18,20 @@ import capstone
 import pytest
 import unicorn
 from unicorn import arm64_const as A
+from unicorn import arm_const as M
+from unicorn import riscv_const as R
 
 import fuzzer.arch as arch_registry
-from fuzzer.arch.base import EXCEPTION_ENTRY, EXCEPTION_RETURN, IPI_TAKEN, SYNC_CORE, Arch, CpuHooks, Rule
+from fuzzer.arch.base import (
+    EXCEPTION_ENTRY,
+    EXCEPTION_RETURN,
+    IPI_TAKEN,
+    SYNC_CORE,
+    Arch,
+    CpuHooks,
+    Image,
+    Rule,
+)
 from fuzzer.machine import Config, Machine
 from fuzzer.protocol import Call, Protocol, Site
 
@@ -339,3 +350,102 @@ def test_split_patch_is_found(arm64, cpus):
     site = machine.sites["fentry"]
     half = site.new[:2] + site.old[2:]
     assert f"executes {arm64.disasm(half, site.addr)};" in result.finding.detail
+
+
+# ---- riscv64 and Thumb quirks the shared CPU takes from Arch data ----------------------------
+# Only what differs from x86 and arm64 in how Unicorn reports and resumes; their images and
+# protocols are later work, so these CPUs run hand-laid text.
+def _hand_image(arch: Arch, code: bytes, stop_at: int) -> Image:
+    base = arch.text_base
+    return Image(base=base, text=code, symbols={}, sites={}, thread_entry=base, nmi_entry=base,
+                 foreign_trap=base, stop_pcs=frozenset({base + stop_at}))
+
+
+class MiniRiscv64(Arch):
+    name = "riscv64-quirks"
+    trap_insn = insn(0x00100073)  # ebreak
+    trap_name = "ebreak"
+    trap_intno = None  # Unicorn 2.1.4: UC_HOOK_INSN_INVALID, PC at the ebreak
+    uc_arch = unicorn.UC_ARCH_RISCV
+    uc_mode = unicorn.UC_MODE_RISCV64
+    cs_arch = capstone.CS_ARCH_RISCV
+    cs_mode = capstone.CS_MODE_RISCV64
+    reg_pc = R.UC_RISCV_REG_PC
+    reg_sp = R.UC_RISCV_REG_SP
+    reg_irq = R.UC_RISCV_REG_MSTATUS
+    irq_mask = 1 << 3  # mstatus.MIE
+    link_reg = R.UC_RISCV_REG_RA
+
+
+RV_NOP, RV_WFI, RV_ILLEGAL = insn(0x00000013), insn(0x10500073), insn(0xFFFFFFFF)
+
+
+def test_riscv64_ebreak_is_a_trap_at_its_address_and_illegal_is_a_fault():
+    arch = MiniRiscv64()
+    base = arch.text_base
+    rec = _Recorder()
+    cpu = arch.new_cpu(_hand_image(arch, RV_NOP + arch.trap_insn + RV_NOP + RV_WFI, 16), 0, rec.hooks)
+    cpu.restore(cpu.thread_context)
+    assert cpu.irqs_enabled()
+    assert cpu.run(base, 10) == -1
+    assert rec.traps == [("ebreak", base + 4)] and rec.faults == []
+    assert cpu.run(base + 8, 10) == -1  # wfi: the silent stop, the PC past it
+    assert cpu.pc() == base + 16 and rec.faults == []
+    cpu.write_text(base + 4, RV_ILLEGAL)
+    assert cpu.run(base, 10) == -1
+    assert rec.traps == [("ebreak", base + 4)] and len(rec.faults) == 1
+
+
+class MiniThumb2(Arch):
+    name = "thumb2-quirks"
+    trap_insn = bytes.fromhex("00be")  # bkpt #0
+    trap_name = "bkpt"
+    trap_intno = 7  # PC at the bkpt
+    uc_arch = unicorn.UC_ARCH_ARM
+    uc_mode = unicorn.UC_MODE_THUMB
+    cs_arch = capstone.CS_ARCH_ARM
+    cs_mode = capstone.CS_MODE_THUMB
+    reg_pc = M.UC_ARM_REG_PC
+    reg_sp = M.UC_ARM_REG_SP
+    reg_irq = M.UC_ARM_REG_CPSR
+    irq_mask = 1 << 7  # CPSR.I
+    irq_set_enables = False
+    link_reg = M.UC_ARM_REG_LR
+    word_size = 4
+    pc_exec_bits = 1
+
+
+T_NOP, T_WFI = bytes.fromhex("00bf"), bytes.fromhex("30bf")
+
+
+def test_thumb_resumes_in_thumb_state():
+    arch = MiniThumb2()
+    base = arch.text_base
+    code = T_NOP + T_NOP + T_NOP + T_WFI + T_NOP + arch.trap_insn
+    assert _decoded_thumb(code) == ["nop", "nop", "nop", "wfi", "nop", "bkpt"]
+    rec = _Recorder()
+    cpu = arch.new_cpu(_hand_image(arch, code, 8), 0, rec.hooks)
+    cpu.restore(cpu.thread_context)
+    assert cpu.run(base, 1) == -1 and cpu.pc() == base + 2
+    assert cpu.run(cpu.pc(), 10) == -1  # resumed with the plain PC, the bytes would run as ARM
+    assert cpu.pc() == base + 8 and rec.faults == []
+    assert cpu.run(base + 8, 10) == -1
+    assert rec.traps == [("bkpt", base + 10)]
+    assert cpu.emulate("call", base, base + 4) == base
+    assert cpu.uc.reg_read(M.UC_ARM_REG_LR) == base + 4 | 1  # a Thumb return address
+
+
+def test_unicorn_resumes_thumb_as_arm_without_the_state_bit():
+    """The fact pc_exec_bits exists for (MULTIARCH.md 2.1)."""
+    uc = unicorn.Uc(unicorn.UC_ARCH_ARM, unicorn.UC_MODE_THUMB)
+    uc.mem_map(0x10000, 0x1000)
+    uc.mem_write(0x10000, T_NOP * 4 + T_WFI)
+    uc.emu_start(0x10001, 0x10100, count=1)
+    assert uc.reg_read(M.UC_ARM_REG_CPSR) & 1 << 5  # Thumb
+    uc.emu_start(0x10002, 0x10100, count=1)
+    assert not uc.reg_read(M.UC_ARM_REG_CPSR) & 1 << 5  # ARM now
+
+
+def _decoded_thumb(code: bytes) -> list[str]:
+    cs = capstone.Cs(capstone.CS_ARCH_ARM, capstone.CS_MODE_THUMB)
+    return [i.mnemonic for i in cs.disasm(code, 0)]

@@ -5,6 +5,7 @@ import random
 
 import pytest
 
+import fuzzer.arch.hotpath as hotpath
 import fuzzer.arch.unicorn_cpu as unicorn_cpu
 from fuzzer.machine import Config, Machine
 from fuzzer.protocols import resolve
@@ -34,7 +35,7 @@ def test_pool_size_and_site_hook_do_not_change_runs(spec, monkeypatch):
         monkeypatch.setattr(unicorn_cpu, "ENGINES_PER_CPU", engines)
         assert _runs(spec) == reference, f"{engines} engines per CPU"
     monkeypatch.undo()
-    monkeypatch.setattr(unicorn_cpu, "_NATIVE_SITE_HOOK", None)
+    monkeypatch.setattr(hotpath, "NATIVE_SITE_HOOK", None)
     assert _runs(spec) == reference, "Python site hook"
 
 

@@ -6,7 +6,7 @@
  * These wrappers call the same C entry points, found by the Unicorn binding and handed over as
  * addresses by bind(), so nothing here links against libunicorn and the binding stays the one
  * that loads it. The engine falls back to ctypes when this module is not built
- * (fuzzer/arch/unicorn_cpu.py), with identical results.
+ * (fuzzer/arch/hotpath.py), with identical results.
  *
  * The interrupt hook is here too: it records the vector for Python to report after the run,
  * instead of a ctypes callback into Python in the middle of the emulation.
@@ -31,7 +31,7 @@ static ctx_fn p_ctx_restore;
 /* an `until` address the code never reaches: runs end by count, a hook's stop or a fault */
 #define UNTIL 0xFFFFFFFFFFFF0000ULL
 
-/* indices into the per-CPU int64 state array shared with the site hook (unicorn_cpu.py) */
+/* indices into the per-CPU int64 state array shared with the site hook (hotpath.py) */
 #define ST_SKIP 0
 #define ST_HIT_ADDR 1
 #define ST_HIT 2
@@ -189,7 +189,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_unicorn_calls",
-    "Direct calls into libunicorn for the engine's hot path (see unicorn_cpu.py).", -1, methods,
+    "Direct calls into libunicorn for the engine's hot path (see hotpath.py).", -1, methods,
 };
 
 PyMODINIT_FUNC PyInit__unicorn_calls(void)

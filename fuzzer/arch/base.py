@@ -120,8 +120,10 @@ class Arch:
     trap_name: str = "trap"
     # How Unicorn reports the breakpoint: UC_HOOK_INTR with this interrupt number, the PC
     # `trap_pc_after` bytes past the breakpoint's address (x86 int3: after it; arm64 brk: at
-    # it). The CPU subtracts it so the machine always gets the breakpoint's own address.
-    trap_intno: int = -1
+    # it). The CPU subtracts it so the machine always gets the breakpoint's own address. None:
+    # Unicorn reports it as an invalid instruction (riscv64 ebreak, Thumb udf), and the CPU
+    # tells it from a real one by the bytes at the PC.
+    trap_intno: int | None = -1
     trap_pc_after: int = 0
     # The protocol method an ISA's protocols name their breakpoint handler with (x86:
     # "int3_handler"), for a machine that otherwise calls the ISA-neutral `trap_handler`.
@@ -146,6 +148,10 @@ class Arch:
     # a register id is the link register (arm64 X30, riscv ra).
     link_reg: int | None = None
     word_size: int = 8
+    # Bits a code address carries for the CPU to run it in the right state, in emu_start's
+    # `begin` and in a link register (Thumb: 1; MULTIARCH 2.1: resuming with the plain PC
+    # silently runs Thumb bytes as ARM). PCs read back and site addresses are plain.
+    pc_exec_bits: int = 0
     # The registers the image's counters count in, by `counter_inc` name, for tests and reports.
     counter_regs: Mapping[str, int] = {}
 

@@ -2,154 +2,45 @@
 
 Everything guest-specific (Unicorn arch and mode, register ids, the IRQ flag, how a trap is
 reported, where a call leaves its return address, the memory layout) comes from the `Arch`; this
-file only knows how to drive Unicorn fast. The C extension (_unicorn_calls.c) and the native site
-hook are host code, valid whatever the guest.
+file only knows how to drive Unicorn fast, through the host-side calls of hotpath.py.
 """
 
 from __future__ import annotations
 
 import ctypes
-import mmap
-import os
-import platform
 import struct
-import sys
 from collections import OrderedDict
 
 import unicorn
 import unicorn.unicorn_py3.unicorn as _ucmod
 
+from . import hotpath
 from .base import Arch, CpuHooks, Image
-
-_uclib = _ucmod.uclib
-_uc_emu_stop = _uclib.uc_emu_stop
-_uc_hook_add = _uclib.uc_hook_add
-
-
-def _hot(name: str):
-    """A C entry point for the hot path: without argtypes (the binding's per-argument
-    conversion costs more than the call; callers pass ctypes objects of the right widths) and
-    through PyDLL (no GIL release and re-acquire: nothing else runs while a CPU steps)."""
-    fn = getattr(ctypes.PyDLL(_uclib._name), name)
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_reg_read = _hot("uc_reg_read")
-_reg_write = _hot("uc_reg_write")
-_emu_start = _hot("uc_emu_start")
-_ctx_restore = _hot("uc_context_restore")
-_ctx_save = _hot("uc_context_save")
-_uc_ctl = _hot("uc_ctl")
-_UNTIL = ctypes.c_uint64(0xFFFF_FFFF_FFFF_0000)  # an `until` address that is never reached
-_NO_TIMEOUT = ctypes.c_uint64(0)
-_HOOK_CODE_CFUNC = _ucmod.HOOK_CODE_CFUNC
-_HOOK_INTR_CFUNC = _ucmod.HOOK_INTR_CFUNC
-_OK = unicorn.UC_ERR_OK
-
-# The site hook's state, shared with the hooks: one int64 array per CPU. _INTR/_INTNO: an
-# interrupt the native interrupt hook recorded, reported to the machine after the run.
-# _STATUS: uc_emu_start's status, when the direct call returns _DETAILS.
-_SKIP, _HIT_ADDR, _HIT, _ENABLED, _INTR, _INTNO, _STATUS = range(7)
-_DETAILS = -2
-
-
-def _direct_calls():
-    """The C extension that calls libunicorn without ctypes (see _unicorn_calls.c), bound to
-    the entry points the binding loaded; None when it was not built or PATCHFUZZ_NO_NATIVE is
-    set (the ctypes path gives the same runs, only slower)."""
-    if os.environ.get("PATCHFUZZ_NO_NATIVE"):
-        return None
-    try:
-        from . import _unicorn_calls
-    except ImportError:
-        return None
-
-    def addr(fn) -> int:
-        return ctypes.cast(fn, ctypes.c_void_p).value
-
-    _unicorn_calls.bind(addr(_uclib.uc_emu_start), addr(_uclib.uc_emu_stop),
-                        addr(_uclib.uc_reg_read), addr(_uclib.uc_reg_write),
-                        addr(_uclib.uc_context_save), addr(_uclib.uc_context_restore))
-    return _unicorn_calls
-
-
-_DIRECT = _direct_calls()
-
-# Register and context access of an engine (`_Engine`) on the hot path, through the direct
-# calls or, without them, the raw ctypes entries (one thread: one scratch value serves all).
-if _DIRECT is not None:
-    def _get_reg(eng, reg: int) -> int:
-        return _DIRECT.reg_read(eng.uch_addr, reg)
-
-    def _set_reg(eng, reg: int, value: int) -> None:
-        _DIRECT.reg_write(eng.uch_addr, reg, value)
-
-    def _save_ctx(eng, ctx) -> int:
-        return _DIRECT.context_save(eng.uch_addr, ctx._addr)
-
-    def _load_ctx(eng, ctx) -> int:
-        return _DIRECT.context_restore(eng.uch_addr, ctx._addr)
-else:
-    _scratch = ctypes.c_uint64()
-    _scratch_ref = ctypes.byref(_scratch)
-
-    def _get_reg(eng, reg: int) -> int:
-        _reg_read(eng.uch, reg, _scratch_ref)
-        return _scratch.value
-
-    def _set_reg(eng, reg: int, value: int) -> None:
-        _scratch.value = value
-        _reg_write(eng.uch, reg, _scratch_ref)
-
-    def _save_ctx(eng, ctx) -> int:
-        return _ctx_save(eng.uch, ctx._context)
-
-    def _load_ctx(eng, ctx) -> int:
-        return _ctx_restore(eng.uch, ctx._context)
-
-
-def _native_site_hook() -> int | None:
-    """The site hook as 48 bytes of host x86-64 code, so a site stop costs no Python callback
-    (a ctypes callback costs about as much as the emulated slice itself). It implements, for
-    `void hook(uc_engine *uc, uint64_t addr, uint32_t size, int64_t *st)`:
-
-        if (addr == st[SKIP]) { st[SKIP] = -1; return; }    // resuming at this very site
-        if (!st[ENABLED]) return;
-        st[HIT_ADDR] = addr; st[HIT] = 1; uc_emu_stop(uc);   // tail call, uc still in rdi
-
-    None where the host is not x86-64 Linux or refuses an executable mapping: the Python
-    callback `_py_site_hook` does the same, only slower."""
-    if platform.machine() not in ("x86_64", "AMD64") or not sys.platform.startswith("linux"):
-        return None
-    stop = ctypes.cast(_uc_emu_stop, ctypes.c_void_p).value
-    code = (bytes.fromhex("488b01"            # mov rax, [rcx]
-                          "4839f0"            # cmp rax, rsi
-                          "7508"              # jne +8
-                          "48c701ffffffff"    # mov qword [rcx], -1
-                          "c3"                # ret
-                          "48837918" "00"     # cmp qword [rcx+24], 0
-                          "7418"              # je +24 (the final ret)
-                          "48897108"          # mov [rcx+8], rsi
-                          "48c7411001000000"  # mov qword [rcx+16], 1
-                          "48b8") + struct.pack("<Q", stop)  # mov rax, uc_emu_stop
-            + bytes.fromhex("ffe0"            # jmp rax
-                            "c3"))            # ret
-    try:
-        buf = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
-    except (OSError, ValueError, AttributeError):
-        return None
-    buf.write(code)
-    _NATIVE_KEEP.append(buf)
-    return ctypes.addressof(ctypes.c_char.from_buffer(buf))
-
-
-_NATIVE_KEEP: list = []  # the mapping holding the stub lives as long as the module
-_NATIVE_SITE_HOOK = _native_site_hook()
-# uc_ctl(uc, UC_CTL_TB_REMOVE_CACHE | write, lo, hi), encoded as the binding's ctl() does
-_CTL_REMOVE_CACHE = ctypes.c_int(
-    (unicorn.UC_CTL_IO_WRITE << 30) | (2 << 26) | unicorn.UC_CTL_TB_REMOVE_CACHE)
-
+from .hotpath import (
+    CTL_REMOVE_CACHE,
+    DETAILS,
+    DIRECT,
+    ENABLED,
+    HIT,
+    HIT_ADDR,
+    HOOK_CODE_CFUNC,
+    HOOK_INTR_CFUNC,
+    INTNO,
+    INTR,
+    NO_TIMEOUT,
+    OK,
+    SKIP,
+    STATUS,
+    UNTIL,
+    emu_start,
+    get_reg,
+    load_ctx,
+    save_ctx,
+    set_reg,
+    uc_ctl,
+    uc_emu_stop,
+    uc_hook_add,
+)
 
 _LIVE_STACK = 4096  # the deepest live stack abstract_registers() keys by
 ENGINES_PER_CPU = 8  # views cached per CPU (text_poke_bp on 4 CPUs: ~1 retranslation a run)
@@ -194,6 +85,10 @@ class UnicornCpu:
         self._trap_name = arch.trap_name
         self._trap_pc_after = arch.trap_pc_after
         self._link_reg = arch.link_reg
+        self._pc_bits = arch.pc_exec_bits
+        if self._pc_bits:  # bound only where needed: run() is the hot path
+            self.run = self._run_in_state
+        self._invalid_trap = False  # the last run's invalid instruction was the breakpoint
         self._word = struct.Struct({4: "<I", 8: "<Q"}[arch.word_size])
         # The text is mapped from buffers we own, so a view update is a slice assignment
         # (plus the translation-cache flush) instead of a trip through mem_write. `_want` is
@@ -213,19 +108,19 @@ class UnicornCpu:
         self._a_begin = ctypes.c_uint64()
         self._a_count = ctypes.c_size_t()
         self._if: bool | None = None  # IRQs enabled, cached until the registers may change
-        # Hook state shared with the native hooks and the direct run call (the _SKIP .. _STATUS
+        # Hook state shared with the native hooks and the direct run call (the SKIP .. STATUS
         # indices above; see _native_site_hook and _unicorn_calls.c).
         self._st_buf = (ctypes.c_int64 * 7)(-1, 0, 0, 1, 0, 0, 0)
         self._st_addr = ctypes.addressof(self._st_buf)
         self._st = memoryview(self._st_buf).cast("B").cast("q")
-        if _NATIVE_SITE_HOOK is not None:
-            self._site_cb = _NATIVE_SITE_HOOK
+        if hotpath.NATIVE_SITE_HOOK is not None:  # read here, so tests can switch it off
+            self._site_cb = hotpath.NATIVE_SITE_HOOK
         else:
-            self._site_cb = _HOOK_CODE_CFUNC(self._py_site_hook)
-        if _DIRECT is not None:
-            self._intr_cb = _DIRECT.intr_hook_address()
+            self._site_cb = HOOK_CODE_CFUNC(self._py_site_hook)
+        if DIRECT is not None:
+            self._intr_cb = DIRECT.intr_hook_address()
         else:
-            self._intr_cb = _HOOK_INTR_CFUNC(self._on_intr)
+            self._intr_cb = HOOK_INTR_CFUNC(self._on_intr)
         eng = self._new_engine()
         eng.key = self._key()
         self._engines: OrderedDict[bytes, _Engine] = OrderedDict({eng.key: eng})  # LRU order
@@ -269,7 +164,7 @@ class UnicornCpu:
         for lo, hi in self._site_ranges:
             self._hook_raw(uch, unicorn.UC_HOOK_CODE, self._site_cb, st_ptr, lo, hi)
         self._hook_raw(uch, unicorn.UC_HOOK_INTR, self._intr_cb,
-                       st_ptr if _DIRECT is not None else None, 1, 0)
+                       st_ptr if DIRECT is not None else None, 1, 0)
         uc.hook_add(unicorn.UC_HOOK_INSN_INVALID, self._on_invalid)
         uc.hook_add(
             unicorn.UC_HOOK_MEM_FETCH_UNMAPPED | unicorn.UC_HOOK_MEM_READ_UNMAPPED
@@ -282,9 +177,9 @@ class UnicornCpu:
     @staticmethod
     def _hook_raw(uch, kind: int, cb, user_data, begin: int, end: int) -> None:
         handle = _ucmod.uc_hook_h()
-        status = _uc_hook_add(uch, ctypes.byref(handle), kind, cb, user_data,
+        status = uc_hook_add(uch, ctypes.byref(handle), kind, cb, user_data,
                               ctypes.c_uint64(begin), ctypes.c_uint64(end))
-        if status != _OK:
+        if status != OK:
             raise unicorn.UcError(status)
 
     def _key(self) -> bytes:
@@ -323,10 +218,10 @@ class UnicornCpu:
             engines.move_to_end(key)
         if eng is cur:  # a pool of one: the CPU's engine was rewritten in place
             return
-        status = _save_ctx(cur, self._move)
-        if status == _OK:
-            status = _load_ctx(eng, self._move)
-        if status != _OK:
+        status = save_ctx(cur, self._move)
+        if status == OK:
+            status = load_ctx(eng, self._move)
+        if status != OK:
             raise unicorn.UcError(status)
         self._cur = eng
         self.uc = eng.uc
@@ -336,23 +231,23 @@ class UnicornCpu:
     # hooks: keep them tiny, they are on the emulator's path
     def _py_site_hook(self, uch, addr, _size, _user_data):
         st = self._st
-        if addr == st[_SKIP]:
-            st[_SKIP] = -1
-        elif st[_ENABLED]:
-            st[_HIT_ADDR] = addr
-            st[_HIT] = 1
-            _uc_emu_stop(uch)
+        if addr == st[SKIP]:
+            st[SKIP] = -1
+        elif st[ENABLED]:
+            st[HIT_ADDR] = addr
+            st[HIT] = 1
+            uc_emu_stop(uch)
 
     # A trap or fault reported after a site stop supersedes it (it happened later), as a site
     # stop recorded after them supersedes them: the last event of a slice is its stop.
     def _on_intr(self, _uch, intno, _user_data):
-        self._st[_HIT] = 0
+        self._st[HIT] = 0
         try:
             self._report_intr(intno)
         except BaseException as e:  # re-raised by run(), as the binding's wrapper would
             if self.uc._hook_exception is None:
                 self.uc._hook_exception = e
-        _uc_emu_stop(self._uch)
+        uc_emu_stop(self._uch)
 
     def _report_intr(self, intno: int) -> None:
         if intno == self._trap_intno:
@@ -361,12 +256,18 @@ class UnicornCpu:
             self._hooks.on_fault(self.index, f"exception vector {intno}", self.pc())
 
     def _on_invalid(self, uc, _user_data=None):  # unicorn calls it as (uc, user_data)
-        self._st[_HIT] = 0
-        self._hooks.on_fault(self.index, "invalid opcode", self.pc())
+        self._st[HIT] = 0
+        pc = self.pc()
+        trap = self._arch.trap_insn
+        if self._trap_intno is None and bytes(uc.mem_read(pc, len(trap))) == trap:
+            self._invalid_trap = True
+            self._hooks.on_trap(self.index, self._trap_name, pc - self._trap_pc_after)
+        else:
+            self._hooks.on_fault(self.index, "invalid opcode", pc)
         return False
 
     def _on_unmapped(self, uc, access, addr, size, value, _):
-        self._st[_HIT] = 0
+        self._st[HIT] = 0
         kind = {
             unicorn.UC_MEM_FETCH_UNMAPPED: "fetch from unmapped address",
             unicorn.UC_MEM_READ_UNMAPPED: "read from unmapped address",
@@ -377,9 +278,9 @@ class UnicornCpu:
         self._hooks.on_fault(self.index, kind, addr)
         return False
 
-    # hot-path register access: _get_reg/_set_reg, not the binding's slower wrappers
+    # hot-path register access: get_reg/set_reg, not the binding's slower wrappers
     def pc(self) -> int:
-        return _get_reg(self._cur, self._pc_reg)
+        return get_reg(self._cur, self._pc_reg)
 
     def set_pc(self, pc: int) -> None:
         self.uc.reg_write(self._pc_reg, pc)
@@ -387,7 +288,7 @@ class UnicornCpu:
     def irqs_enabled(self) -> bool:
         v = self._if
         if v is None:
-            v = self._if = (_get_reg(self._cur, self._irq_reg) & self._irq_mask) == self._irq_on
+            v = self._if = (get_reg(self._cur, self._irq_reg) & self._irq_mask) == self._irq_on
         return v
 
     def run(self, pc: int, count: int, skip: int = -1, sites: bool = True) -> int:
@@ -404,40 +305,47 @@ class UnicornCpu:
         uc = self.uc
         st = self._st
         if not sites:
-            st[_ENABLED] = 0
+            st[ENABLED] = 0
         self._if = None
-        if _DIRECT is not None:
-            hit = _DIRECT.run(self._uch_addr, self._st_addr, pc, count, skip)
-            if hit != _DETAILS and uc._hook_exception is None:
+        if DIRECT is not None:
+            hit = DIRECT.run(self._uch_addr, self._st_addr, pc, count, skip)
+            if hit != DETAILS and uc._hook_exception is None:
                 return hit  # a site stop or the end of the count: the common case
-            status = st[_STATUS]
+            status = st[STATUS]
         else:
-            st[_SKIP] = skip
-            st[_HIT] = 0
+            st[SKIP] = skip
+            st[HIT] = 0
             self._a_begin.value = pc
             self._a_count.value = count
-            status = _emu_start(self._uch, self._a_begin, _UNTIL, _NO_TIMEOUT, self._a_count)
-            st[_ENABLED] = 1
+            status = emu_start(self._uch, self._a_begin, UNTIL, NO_TIMEOUT, self._a_count)
+            st[ENABLED] = 1
+        trapped = self._invalid_trap
+        self._invalid_trap = False
         exc = uc._hook_exception
         if exc is not None:
             uc._hook_exception = None
             raise exc
-        if st[_INTR]:  # recorded by the native interrupt hook: report it as _on_intr would
-            st[_INTR] = 0
-            self._report_intr(st[_INTNO])
-        if status != _OK:
+        if st[INTR]:  # recorded by the native interrupt hook: report it as _on_intr would
+            st[INTR] = 0
+            self._report_intr(st[INTNO])
+        if status != OK:
+            if trapped:  # the breakpoint, reported already; Unicorn calls it an error
+                return -1
             # the fault hooks have already recorded what happened; anything else is a fault too
             # (and it supersedes a site stop, which it follows)
-            hit = st[_HIT]
-            st[_HIT] = 0
+            hit = st[HIT]
+            st[HIT] = 0
             err = unicorn.UcError(status)
             self._hooks.on_fault(self.index, f"emulator error: {err}", self.pc(), only_if_new=not hit)
             return -1
-        return st[_HIT_ADDR] if st[_HIT] else -1
+        return st[HIT_ADDR] if st[HIT] else -1
+
+    def _run_in_state(self, pc: int, count: int, skip: int = -1, sites: bool = True) -> int:
+        return UnicornCpu.run(self, pc | self._pc_bits, count, skip, sites)
 
     def skip_pending(self) -> int:
         """The `skip` address of the last run if it was never reached, else -1."""
-        return self._st[_SKIP]
+        return self._st[SKIP]
 
     def write_text(self, addr: int, data: bytes) -> None:
         """Change this CPU's view. Takes effect (on another engine, or with the translations
@@ -459,8 +367,8 @@ class UnicornCpu:
         args = self._flush_args.get((addr, n))
         if args is None:
             args = self._flush_args[(addr, n)] = (ctypes.c_uint64(addr), ctypes.c_uint64(addr + n))
-        status = _uc_ctl(uch, _CTL_REMOVE_CACHE, *args)
-        if status != _OK:
+        status = uc_ctl(uch, CTL_REMOVE_CACHE, *args)
+        if status != OK:
             raise unicorn.UcError(status)
 
     def read(self, addr: int, n: int) -> bytes:
@@ -476,8 +384,8 @@ class UnicornCpu:
 
     def restore(self, ctx) -> None:
         self._if = None
-        status = _load_ctx(self._cur, ctx)
-        if status != _OK:
+        status = load_ctx(self._cur, ctx)
+        if status != OK:
             raise unicorn.UcError(status)
 
     def emulate(self, kind: str, target: int, next_pc: int) -> int:
@@ -487,22 +395,22 @@ class UnicornCpu:
         if kind == "call":
             link = self._link_reg
             if link is not None:
-                _set_reg(eng, link, next_pc)
+                set_reg(eng, link, next_pc | self._pc_bits)
             else:
                 word = self._word
-                sp = _get_reg(eng, self._sp_reg) - word.size
+                sp = get_reg(eng, self._sp_reg) - word.size
                 off = sp - self._stack_base
                 if 0 <= off <= len(self._stack) - word.size:
                     word.pack_into(self._stack, off, next_pc)
                 else:  # off the stack: let the emulator raise what a real push would
                     self.uc.mem_write(sp, word.pack(next_pc))
-                _set_reg(eng, self._sp_reg, sp)
+                set_reg(eng, self._sp_reg, sp)
             pc = target
         elif kind == "jmp":
             pc = target
         else:
             pc = next_pc
-        _set_reg(eng, self._pc_reg, pc)
+        set_reg(eng, self._pc_reg, pc)
         return pc
 
     def abstract_registers(self, ctx=None) -> tuple[int, bool, bytes] | None:
@@ -511,7 +419,7 @@ class UnicornCpu:
         pointer), of the running CPU or of a saved context `ctx`. None when the stack pointer
         is outside the thread and NMI stacks' live windows (nothing to key it by)."""
         if ctx is None:
-            sp = _get_reg(self._cur, self._sp_reg)
+            sp = get_reg(self._cur, self._sp_reg)
             irqs = self.irqs_enabled()
         else:
             sp = ctx.reg_read(self._sp_reg)
