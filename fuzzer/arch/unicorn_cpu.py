@@ -109,7 +109,7 @@ class UnicornCpu:
         self._a_count = ctypes.c_size_t()
         self._if: bool | None = None  # IRQs enabled, cached until the registers may change
         # Hook state shared with the native hooks and the direct run call (the SKIP .. STATUS
-        # indices above; see _native_site_hook and _unicorn_calls.c).
+        # indices of hotpath.py; see its native site hook and _unicorn_calls.c).
         self._st_buf = (ctypes.c_int64 * 7)(-1, 0, 0, 1, 0, 0, 0)
         self._st_addr = ctypes.addressof(self._st_buf)
         self._st = memoryview(self._st_buf).cast("B").cast("q")
@@ -178,7 +178,7 @@ class UnicornCpu:
     def _hook_raw(uch, kind: int, cb, user_data, begin: int, end: int) -> None:
         handle = _ucmod.uc_hook_h()
         status = uc_hook_add(uch, ctypes.byref(handle), kind, cb, user_data,
-                              ctypes.c_uint64(begin), ctypes.c_uint64(end))
+                             ctypes.c_uint64(begin), ctypes.c_uint64(end))
         if status != OK:
             raise unicorn.UcError(status)
 

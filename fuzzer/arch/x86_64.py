@@ -22,10 +22,10 @@ HLT = b"\xf4"
 RET = b"\xc3"
 CLI = b"\xfa"
 STI = b"\xfb"
-INC_R15 = bytes.fromhex("49ffc7")
-INC_R14 = bytes.fromhex("49ffc6")
+INC_R15 = bytes.fromhex("49ffc7")  # inc r15: the image's tracer-hit counter
+INC_R14 = bytes.fromhex("49ffc6")  # inc r14: the traced functions' own work
 EFLAGS_IF = 1 << 9
-INT3_VECTOR = 3  # #BP
+INT3_VECTOR = 3  # #BP, what Unicorn's UC_HOOK_INTR reports for an int3
 
 # What code may execute if exhaustive search is to key a CPU by RSP, EFLAGS.IF and the stack
 # alone: none of these reads a general-purpose register other than RSP (call/ret) or an
@@ -48,12 +48,13 @@ def jmp_to(site_addr: int, target: int) -> bytes:
 
 class X86_64(Arch):
     name = "x86_64"
+    # each argued in RULES below, in this order
     fetch_unit = 1
     atomic_store = 1
-    store_buffer = "fifo"
-    own_store_visible_to_fetch = True
-    stop_machine_serializes = True
     serializing_events = (EXCEPTION_ENTRY, EXCEPTION_RETURN, IPI_TAKEN, SYNC_CORE)
+    own_store_visible_to_fetch = True
+    store_buffer = "fifo"
+    stop_machine_serializes = True
     RULES = (
         Rule(
             "Fetch unit is 1 byte: an instruction fetched while another CPU writes it may mix "
