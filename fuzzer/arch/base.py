@@ -177,9 +177,9 @@ class Arch:
 
     def new_cpu(self, image: Image, cpu_index: int, hooks: CpuHooks) -> UnicornCpu:
         """Create the emulator for one CPU with its own copy (view) of the text."""
-        from .unicorn_cpu import UnicornCpu
+        from .unicorn_cpu import new_cpu
 
-        return UnicornCpu(self, image, cpu_index, hooks)
+        return new_cpu(self, image, cpu_index, hooks)
 
     # ---- instructions ----------------------------------------------------------------------
     def insn_lengths(self, code: bytes) -> tuple[int, ...]:
