@@ -6,17 +6,17 @@ import os
 import subprocess
 import sys
 
-from fuzzer.arch import x86_64
+from fuzzer.arch import hotpath
 
 # Runs every variant on random schedules and prints a digest of verdicts, traces and coverage.
 # It first checks which path it is on, and that int3 traps (the native interrupt hook's work)
 # and site stops occurred.
 DIGEST = """
 import hashlib, random, sys
-from fuzzer.arch import x86_64
+from fuzzer.arch import hotpath
 from fuzzer.machine import Config, Machine
 from fuzzer.protocols import registry
-assert (x86_64._DIRECT is not None) == (sys.argv[1] == "native"), "wrong call path"
+assert (hotpath.DIRECT is not None) == (sys.argv[1] == "native"), "wrong call path"
 h = hashlib.sha256()
 traps = 0
 for name, cls in sorted(registry().items()):
@@ -44,7 +44,7 @@ def _digest(path: str) -> str:
 
 
 def test_the_install_built_the_direct_calls():
-    assert x86_64._DIRECT is not None, "fuzzer/arch/_unicorn_calls.c was not compiled"
+    assert hotpath.DIRECT is not None, "fuzzer/arch/_unicorn_calls.c was not compiled"
 
 
 def test_direct_calls_and_ctypes_give_the_same_runs():

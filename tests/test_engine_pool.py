@@ -1,11 +1,12 @@
-"""The x86 CPU's speed devices must not change a run: the engine pool (one Unicorn instance per
+"""The CPU's speed devices must not change a run: the engine pool (one Unicorn instance per
 recently used view), its eviction, and the native site hook against its Python fallback."""
 
 import random
 
 import pytest
 
-import fuzzer.arch.x86_64 as x86_64
+import fuzzer.arch.hotpath as hotpath
+import fuzzer.arch.unicorn_cpu as unicorn_cpu
 from fuzzer.machine import Config, Machine
 from fuzzer.protocols import resolve
 
@@ -31,10 +32,10 @@ def test_pool_size_and_site_hook_do_not_change_runs(spec, monkeypatch):
     reference = _runs(spec)
     assert len({k[2] for k in reference}) > 10  # the schedules lead to different runs
     for engines in (1, 2):  # no pool (flush and retranslate), and constant eviction
-        monkeypatch.setattr(x86_64, "ENGINES_PER_CPU", engines)
+        monkeypatch.setattr(unicorn_cpu, "ENGINES_PER_CPU", engines)
         assert _runs(spec) == reference, f"{engines} engines per CPU"
     monkeypatch.undo()
-    monkeypatch.setattr(x86_64, "_NATIVE_SITE_HOOK", None)
+    monkeypatch.setattr(hotpath, "NATIVE_SITE_HOOK", None)
     assert _runs(spec) == reference, "Python site hook"
 
 

@@ -1,7 +1,7 @@
 """Unicorn caches translated blocks; a CPU whose view of a site changes must drop them.
 
 The schedule used here makes every CPU execute the site's old NOP before the patch lands, so
-Unicorn has translated that block. If `X86Cpu.write_text` did not flush it, the CPUs would keep
+Unicorn has translated that block. If `UnicornCpu.write_text` did not flush it, the CPUs would keep
 running the NOP: no int3 is taken and the new call never reaches the tracer (which counts hits
 in r15).
 """
@@ -10,7 +10,7 @@ import re
 
 from unicorn.x86_const import UC_X86_REG_R15
 
-import fuzzer.arch.x86_64 as x86_64
+import fuzzer.arch.unicorn_cpu as unicorn_cpu
 from fuzzer.machine import Config, Machine
 from fuzzer.protocols import resolve
 from fuzzer.strategies.random import RandomStrategy
@@ -97,7 +97,7 @@ def test_stale_translations_are_detected(monkeypatch):
     def write_text_without_flush(self, addr, data):
         self.uc.mem_write(addr, bytes(data))
 
-    monkeypatch.setattr(x86_64.X86Cpu, "write_text", write_text_without_flush)
+    monkeypatch.setattr(unicorn_cpu.UnicornCpu, "write_text", write_text_without_flush)
     machine, result = _run()
     stale = [i for i in range(1, CPUS) if _r15(machine, i) == 0]
     assert stale, "every CPU reached the tracer even without flushing"

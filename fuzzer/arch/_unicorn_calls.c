@@ -6,7 +6,7 @@
  * These wrappers call the same C entry points, found by the Unicorn binding and handed over as
  * addresses by bind(), so nothing here links against libunicorn and the binding stays the one
  * that loads it. The engine falls back to ctypes when this module is not built
- * (fuzzer/arch/x86_64.py), with identical results.
+ * (fuzzer/arch/hotpath.py), with identical results.
  *
  * The interrupt hook is here too: it records the vector for Python to report after the run,
  * instead of a ctypes callback into Python in the middle of the emulation.
@@ -31,7 +31,7 @@ static ctx_fn p_ctx_restore;
 /* an `until` address the code never reaches: runs end by count, a hook's stop or a fault */
 #define UNTIL 0xFFFFFFFFFFFF0000ULL
 
-/* indices into the per-CPU int64 state array shared with the site hook (x86_64.py) */
+/* indices into the per-CPU int64 state array shared with the site hook (hotpath.py) */
 #define ST_SKIP 0
 #define ST_HIT_ADDR 1
 #define ST_HIT 2
@@ -82,8 +82,8 @@ static PyObject *bind(PyObject *self, PyObject *const *args, Py_ssize_t n)
 
 /* run(uc, st, begin, count, skip) -> the address of the site the CPU stopped in front of, -1
  * when the count ran out, or DETAILS (-2) when a trap or an emulator error needs a look at st
- * (ST_INTR, ST_INTNO, ST_STATUS). X86Cpu.run() in one call: the hook state is set up around
- * uc_emu_start as the Python fallback does it. */
+ * (ST_INTR, ST_INTNO, ST_STATUS). UnicornCpu.run() in one call: the hook state is set up
+ * around uc_emu_start as the Python fallback does it. */
 static PyObject *run(PyObject *self, PyObject *const *args, Py_ssize_t n)
 {
     if (!usable(n, 5, "run(uc, st, begin, count, skip)"))
@@ -189,7 +189,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_unicorn_calls",
-    "Direct calls into libunicorn for the engine's hot path (see x86_64.py).", -1, methods,
+    "Direct calls into libunicorn for the engine's hot path (see hotpath.py).", -1, methods,
 };
 
 PyMODINIT_FUNC PyInit__unicorn_calls(void)

@@ -1,16 +1,27 @@
 """The architecture interface: everything the engine needs to know about an ISA.
 
-The engine never looks at opcodes itself. An architecture model says how big a fetch unit is,
+The engine never looks at opcodes, register numbers or trap vectors itself. An architecture
+model (one file: x86_64.py, later arm64.py, riscv64.py, arm.py) says how big a fetch unit is,
 which text stores are atomic, which events serialize instruction fetch, how the store buffer
-drains, how to lay out the generated kernel image and how to emulate a patched instruction.
-Each model lists its rules with the manual section or kernel commit they come from (`RULES`),
-so that a verdict can be argued with a maintainer.
+drains, how Unicorn and capstone are driven for it, how a trap and the end of a code run show
+up in the emulator, which registers hold the PC, the stack pointer and the IRQ mask, and how to
+encode the few instructions the generated kernel image is made of (the emitters). One image
+builder (image.py) lays the image out from the emitters and one CPU class (unicorn_cpu.py)
+runs it, for every ISA. Each model lists its rules with the manual section or kernel commit
+they come from (`RULES`), so that a verdict can be argued with a maintainer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cache, lru_cache
+from typing import TYPE_CHECKING, Any
+
+import capstone
+
+if TYPE_CHECKING:
+    from .unicorn_cpu import UnicornCpu
 
 
 @dataclass(frozen=True)
@@ -28,7 +39,7 @@ class SiteLayout:
     name: str
     addr: int
     size: int
-    func: int  # entry of the traced function whose first instruction is the site
+    func: int  # entry of the traced function the site belongs to (its first patchable insn)
 
 
 @dataclass
@@ -42,58 +53,9 @@ class Image:
     thread_entry: int  # the caller loop run by every thread context
     nmi_entry: int  # NMI handler: calls traced functions, ends in the stop instruction
     foreign_trap: int  # address of a breakpoint owned by someone else (a kprobe)
-    stop_pcs: frozenset = frozenset()  # addresses just after each stop instruction: code ends there
-
-
-class Arch:
-    """Base class of architecture models. Subclasses fill in the constants and methods."""
-
-    name: str = "?"
-    # Smallest unit of the instruction stream a CPU may refresh on its own while another CPU
-    # writes the text: without serialization, each unit of a fetched instruction can come from
-    # a different point in time.
-    fetch_unit: int = 1
-    # Size and alignment of the widest text store the architecture performs atomically.
-    atomic_store: int = 1
-    trap_insn: bytes = b""
-    trap_name: str = "trap"
-    # "fifo": x86-TSO, stores become visible in program order; "ooo": any order across
-    # addresses until a barrier.
-    store_buffer: str = "fifo"
-    # Does a CPU's own text store reach its own instruction fetch at once?
-    own_store_visible_to_fetch: bool = True
-    # Does leaving the stop_machine rendezvous serialize the parked CPUs? An assumption,
-    # stated in RULES, that the user can override per run.
-    stop_machine_serializes: bool = True
-    # The protocol method name this ISA's protocols may use for the trap handler instead of
-    # the ISA-neutral `trap_handler` (x86: int3_handler), or None.
-    trap_handler_alias: str | None = None
-    RULES: tuple[Rule, ...] = ()
-
-    # ---- image and registers -------------------------------------------------------------
-    def build_image(self, sites: dict[str, object], calls_irqs_off: bool = True) -> Image:
-        raise NotImplementedError
-
-    def new_cpu(self, image: Image, cpu_index: int, hooks: CpuHooks):
-        """Create the emulator for one CPU with its own copy (view) of the text."""
-        raise NotImplementedError
-
-    # ---- instructions ----------------------------------------------------------------------
-    def insn_lengths(self, code: bytes) -> tuple[int, ...]:
-        """Lengths of the instructions `code` decodes to, from its start (stops at garbage)."""
-        raise NotImplementedError
-
-    def disasm(self, code: bytes, addr: int) -> str:
-        raise NotImplementedError
-
-    def register_abstractable(self, blobs: list[bytes]) -> bool:
-        """True if code made of these blobs reads no register state but SP, the IRQ flag and
-        the stack (exhaustive search may then key states on those alone)."""
-        return False
-
-    def store_units(self, offset: int, data: bytes) -> list[tuple[int, bytes]]:
-        """Split a text write into the stores the CPU performs, in program order."""
-        raise NotImplementedError
+    # The PC a CPU has once it executed a stop instruction: a code run that gets there is over.
+    # Known from the layout, so nobody has to scan the text for an opcode byte.
+    stop_pcs: frozenset[int] = field(default_factory=frozenset)
 
 
 @dataclass
@@ -103,3 +65,204 @@ class CpuHooks:
 
     on_trap: Callable  # (cpu_index, kind, pc) -> None
     on_fault: Callable  # (cpu_index, kind, addr) -> None
+
+
+# Names of the events after which a CPU fetches the text afresh (`Arch.serializing_events`).
+EXCEPTION_ENTRY = "exception entry"  # a trap, an NMI or an IRQ taken
+EXCEPTION_RETURN = "exception return"  # leaving a handler (x86 iret)
+IPI_TAKEN = "IPI taken"  # the IPI handler of a sync ends in a core serialization
+SYNC_CORE = "sync_core"  # the local serializing instruction (x86 sync_core, arm64 isb)
+
+
+@cache
+def _decoder(cs_arch: int, cs_mode: int):
+    """One capstone instance per ISA and its memoized length decoder, shared by every model
+    instance (each Machine makes its own): the machine asks for the same few site versions
+    over and over."""
+    cs = capstone.Cs(cs_arch, cs_mode)
+
+    @lru_cache(maxsize=4096)
+    def lengths(code: bytes) -> tuple[int, ...]:
+        return tuple(insn.size for insn in cs.disasm(code, 0))
+
+    return cs, lengths
+
+
+class Arch:
+    """Base class of architecture models. Subclasses fill in the constants and methods; what
+    is defined here is either ISA-neutral or a conservative default."""
+
+    name: str = "?"
+
+    # ---- memory model ----------------------------------------------------------------------
+    # Smallest unit of the instruction stream a CPU may refresh on its own while another CPU
+    # writes the text: without serialization, each unit of a fetched instruction can come from
+    # a different point in time.
+    fetch_unit: int = 1
+    # Size and alignment of the widest text store the architecture performs atomically.
+    atomic_store: int = 1
+    # "fifo": x86-TSO, stores become visible in program order; "ooo": any order across
+    # addresses until a barrier.
+    store_buffer: str = "fifo"
+    # Does a CPU's own text store reach its own instruction fetch at once?
+    own_store_visible_to_fetch: bool = True
+    # Does leaving the stop_machine rendezvous serialize the parked CPUs? An assumption,
+    # stated in RULES, that the user can override per run.
+    stop_machine_serializes: bool = True
+    # The events (names above) after which a CPU's view of the text is refreshed; each one is
+    # argued in RULES.
+    serializing_events: tuple[str, ...] = ()
+    RULES: tuple[Rule, ...] = ()
+
+    # ---- traps -----------------------------------------------------------------------------
+    # The breakpoint protocols patch in, and what traces and titles call it.
+    trap_insn: bytes = b""
+    trap_name: str = "trap"
+    # How Unicorn reports the breakpoint: UC_HOOK_INTR with this interrupt number, the PC
+    # `trap_pc_after` bytes past the breakpoint's address (x86 int3: after it; arm64 brk: at
+    # it). The CPU subtracts it so the machine always gets the breakpoint's own address. None:
+    # Unicorn reports it as an invalid instruction (riscv64 ebreak, Thumb udf), and the CPU
+    # tells it from a real one by the bytes at the PC.
+    trap_intno: int | None = -1
+    trap_pc_after: int = 0
+    # The protocol method an ISA's protocols name their breakpoint handler with (x86:
+    # "int3_handler"), for a machine that otherwise calls the ISA-neutral `trap_handler`.
+    trap_handler_alias: str | None = None
+
+    # ---- emulator and disassembler ---------------------------------------------------------
+    uc_arch: int = -1
+    uc_mode: int = 0
+    uc_cpu_model: int | None = None  # None: Unicorn's default model for the arch
+    cs_arch: int = -1
+    cs_mode: int = 0
+
+    # ---- registers (Unicorn register ids) --------------------------------------------------
+    reg_pc: int = -1
+    reg_sp: int = -1
+    # IRQs are enabled when (reg_irq & irq_mask) is set if irq_set_enables, clear otherwise
+    # (x86 EFLAGS.IF set = enabled; arm64 PSTATE.I set = masked).
+    reg_irq: int = -1
+    irq_mask: int = 0
+    irq_set_enables: bool = True
+    # Where a call leaves its return address: None pushes `word_size` bytes on the stack (x86);
+    # a register id is the link register (arm64 X30, riscv ra).
+    link_reg: int | None = None
+    word_size: int = 8
+    # Bits a code address carries for the CPU to run it in the right state, in emu_start's
+    # `begin` and in a link register (Thumb: 1; MULTIARCH 2.1: resuming with the plain PC
+    # silently runs Thumb bytes as ARM). PCs read back and site addresses are plain.
+    pc_exec_bits: int = 0
+    # The registers the image's counters count in, by `counter_inc` name, for tests and reports.
+    counter_regs: Mapping[str, int] = {}
+
+    # ---- memory layout of the generated kernel (ISA-neutral defaults) ----------------------
+    text_base: int = 0x0010_0000
+    text_size: int = 0x1_0000
+    stack_base: int = 0x0020_0000
+    stack_size: int = 0x1_0000
+    thread_stack_top: int = 0x0020_8000
+    nmi_stack_top: int = 0x0020_F000  # a separate NMI stack, like the kernel's NMI IST
+    # What pads functions to their alignment: something that stops a CPU that runs into it.
+    filler: bytes = b""
+
+    def __init__(self) -> None:
+        self._cs, self._lengths = _decoder(self.cs_arch, self.cs_mode)
+
+    # ---- image and CPUs --------------------------------------------------------------------
+    def build_image(self, sites: Mapping[str, Any], calls_irqs_off: bool = True) -> Image:
+        """Lay out the generated kernel from this ISA's emitters (see image.py)."""
+        from .image import build_image
+
+        return build_image(self, sites, calls_irqs_off)
+
+    def new_cpu(self, image: Image, cpu_index: int, hooks: CpuHooks) -> UnicornCpu:
+        """Create the emulator for one CPU with its own copy (view) of the text."""
+        from .unicorn_cpu import new_cpu
+
+        return new_cpu(self, image, cpu_index, hooks)
+
+    # ---- instructions ----------------------------------------------------------------------
+    def insn_lengths(self, code: bytes) -> tuple[int, ...]:
+        """Lengths of the instructions `code` decodes to, from its start (stops at garbage)."""
+        return self._lengths(bytes(code))
+
+    def disasm(self, code: bytes, addr: int) -> str:
+        parts = []
+        pos = 0
+        for insn in self._cs.disasm(bytes(code), addr):
+            parts.append(f"{insn.mnemonic} {insn.op_str}".strip())
+            pos += insn.size
+        if pos < len(code):
+            parts.append("(bad)")
+        return "; ".join(parts) if parts else "(bad)"
+
+    def store_units(self, offset: int, data: bytes) -> list[tuple[int, bytes]]:
+        """Split a text write into the stores the CPU performs, in program order: ascending,
+        each naturally aligned and no wider than `atomic_store` (what memcpy-like patch code
+        does; `offset` is site-relative and sites start `atomic_store`-aligned)."""
+        units = []
+        pos, end = offset, offset + len(data)
+        while pos < end:
+            n = self.atomic_store
+            while n > 1 and (pos % n or pos + n > end):
+                n //= 2
+            units.append((pos, data[pos - offset : pos - offset + n]))
+            pos += n
+        return units
+
+    def encode_call(self, site_addr: int, target: int) -> bytes:
+        """The call instruction at `site_addr` to `target`, as the kernel's patch code makes it."""
+        raise NotImplementedError
+
+    def encode_jmp(self, site_addr: int, target: int) -> bytes:
+        raise NotImplementedError
+
+    def semantics(self, insn: bytes, addr: int) -> tuple[str, int]:
+        """What a whole patched instruction does: ('call'|'jmp'|'next'|'bad', target)."""
+        raise NotImplementedError
+
+    def register_abstractable(self, blobs: list[bytes]) -> bool:
+        """True if code made only of `blobs` leaves the PC, the stack pointer, the IRQ flag and
+        the stack above the stack pointer as the only register state its future depends on
+        (what exhaustive search keys a running CPU by). False unless a model can show it."""
+        return False
+
+    # ---- emitters: the instructions the image builder lays out -----------------------------
+    def call(self, src: int, dst: int) -> bytes:
+        return self.encode_call(src, dst)
+
+    def jmp(self, src: int, dst: int) -> bytes:
+        return self.encode_jmp(src, dst)
+
+    def ret(self) -> bytes:
+        raise NotImplementedError
+
+    def nop(self) -> bytes:
+        raise NotImplementedError
+
+    def stop(self) -> bytes:
+        """The instruction that ends a code run: Unicorn stops there silently, the PC just
+        after it (x86 hlt, arm64 wfi)."""
+        raise NotImplementedError
+
+    def irqs_off(self) -> bytes:
+        raise NotImplementedError
+
+    def irqs_on(self) -> bytes:
+        raise NotImplementedError
+
+    def counter_inc(self, which: str) -> bytes:
+        """Count in a register nothing else reads: "tracer" (tracer hits) or "work" (the traced
+        function's own work)."""
+        raise NotImplementedError
+
+    def traced_entry(self) -> bytes:
+        """What a traced function runs before its patch site: nothing where the call pushes
+        its return address (x86); where a call overwrites the link register, the kernel's
+        entry saves it first (arm64: `mov x9, x30` ahead of the ftrace BL)."""
+        return b""
+
+    def tracer_return(self) -> bytes:
+        """How the tracer returns into the traced function (and restores what the entry
+        saved, where it saved something)."""
+        return self.ret()
