@@ -1,7 +1,12 @@
-"""The fuzz loop: ask a strategy for schedules, run them, keep one record per signature.
+"""A campaign: a strategy searching one machine within a budget, and what it found.
 
-It keeps going after a finding; for each distinct signature it keeps the first schedule that
-showed it (and its index and time) and counts the hits.
+Every strategy runs a campaign the same way: `strategy.search(machine, campaign)`. The strategy
+decides how to search (one schedule at a time in this process, or libFuzzer in subprocesses);
+the campaign holds the budget and the results, and is the one interface through which every
+strategy reports: `ran()` for runs, `found()` for findings, `progress()` for live figures, and
+`should_stop()` to ask whether the budget is spent. For each distinct signature it keeps the
+first schedule that showed it (with its index and time) and counts the hits. It knows nothing of
+the strategies themselves.
 """
 
 from __future__ import annotations
@@ -9,13 +14,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from .machine import Machine
 from .oracles import Finding
-
-if TYPE_CHECKING:  # strategies import this module (atheris reports through record_finding)
-    from .strategies.base import Strategy
 
 
 @dataclass
@@ -55,65 +57,93 @@ class CampaignResult:
         return self.schedules / self.seconds if self.seconds > 0 else 0.0
 
 
-def fuzz(
-    machine: Machine,
-    strategy: Strategy,
-    *,
-    schedules: int | None = None,
-    seconds: float | None = None,
-    on_progress: Callable[[CampaignResult], None] | None = None,
-    on_crash: Callable[[CrashRecord], None] | None = None,
-    progress_every: float = 0.25,
-    stop_on: set[str] | None = None,
-) -> CampaignResult:
+class Campaign:
+    """The budget and the results of one search, and the interface strategies report through."""
+
+    def __init__(self, machine: Machine, *, schedules: int | None = None, seconds: float | None = None,
+                 on_progress: Callable[[CampaignResult], None] | None = None,
+                 on_crash: Callable[[CrashRecord], None] | None = None,
+                 progress_every: float = 0.25, stop_on: set[str] | None = None) -> None:
+        if schedules is None and seconds is None:
+            raise ValueError("give schedules or seconds")
+        self.machine = machine
+        self.schedules = schedules
+        self.seconds = seconds
+        self.stop_on = stop_on or set()
+        self.progress_every = progress_every
+        self._on_progress = on_progress
+        self._on_crash = on_crash
+        self.result = CampaignResult()
+        self.start = time.monotonic()
+        self._next_report = self.start + progress_every
+        self.stopped = False  # a finding of a `stop_on` oracle arrived
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    # ---- what a strategy asks ---------------------------------------------------------------
+    def should_stop(self) -> bool:
+        """The budget is spent, or a finding the campaign stops on arrived."""
+        if self.stopped:
+            return True
+        if self.schedules is not None and self.result.schedules >= self.schedules:
+            return True
+        return self.seconds is not None and self.elapsed() >= self.seconds
+
+    # ---- what a strategy reports ----------------------------------------------------------------
+    def ran(self, count: int = 1, total: int | None = None) -> None:
+        """`count` more runs, or (a strategy that counts elsewhere) `total` runs so far."""
+        self.result.schedules = total if total is not None else self.result.schedules + count
+
+    def found(self, finding: Finding, schedule: bytes, seconds: float | None = None) -> CrashRecord:
+        """A finding: one record per signature, the first schedule and a hit count. `seconds`
+        since the campaign began, if the strategy knows better than now."""
+        res = self.result
+        rec = res.crashes.get(finding.signature)
+        if rec is None:
+            at = self.elapsed() if seconds is None else seconds
+            rec = res.crashes[finding.signature] = CrashRecord(finding, schedule, res.schedules, at)
+            if self._on_crash:
+                self._on_crash(rec)
+        else:
+            rec.hits += 1
+        if finding.oracle in self.stop_on:
+            self.stopped = True
+        return rec
+
+    def progress(self, stats: Callable[[], dict]) -> None:
+        """Live figures for whoever watches, at most every `progress_every` seconds; `stats`
+        is called only when they are due."""
+        if self._on_progress is None:
+            return
+        now = time.monotonic()
+        if now >= self._next_report:
+            self.result.seconds = now - self.start
+            self.result.stats = stats()
+            self._on_progress(self.result)
+            self._next_report = now + self.progress_every
+
+
+class Searcher(Protocol):
+    """What `fuzz` needs of a strategy (strategies/base.py has the whole interface)."""
+
+    def search(self, machine: Machine, campaign: Campaign) -> None: ...
+
+    def stats(self) -> dict: ...
+
+
+def fuzz(machine: Machine, strategy: Searcher, *, schedules: int | None = None,
+         seconds: float | None = None, on_progress: Callable[[CampaignResult], None] | None = None,
+         on_crash: Callable[[CrashRecord], None] | None = None, progress_every: float = 0.25,
+         stop_on: set[str] | None = None) -> CampaignResult:
     """Run until `schedules` runs or `seconds` elapse (whichever is given; both: first hit),
     until the strategy has nothing left to try (`CampaignResult.exhausted`), or, with
     `stop_on`, until a finding of one of those oracles (benchmark trials)."""
-    if schedules is None and seconds is None:
-        raise ValueError("give schedules or seconds")
-    res = CampaignResult()
-    external = getattr(strategy, "run_campaign", None)
-    if external is not None:  # the strategy runs its own loop (atheris, in a subprocess)
-        return external(machine, res, schedules=schedules, seconds=seconds,
-                        on_progress=on_progress, on_crash=on_crash, stop_on=stop_on)
-    strategy.bind(machine)
-    start = time.perf_counter()
-    next_report = start + progress_every
-    while True:
-        if schedules is not None and res.schedules >= schedules:
-            break
-        now = time.perf_counter()
-        if seconds is not None and now - start >= seconds:
-            break
-        run = strategy.next_run()
-        if run is None:
-            res.exhausted = True
-            break
-        result = machine.run(run.schedule, source=run.source, coverage=strategy.wants_coverage)
-        res.schedules += 1
-        strategy.observe(run, result)
-        if result.finding is not None and not result.abandoned:
-            record_finding(res, result.finding, result.schedule, time.perf_counter() - start, on_crash)
-            if stop_on and result.finding.oracle in stop_on:
-                break
-        if on_progress and now >= next_report:
-            res.seconds = now - start
-            res.stats = strategy.stats()
-            on_progress(res)
-            next_report = now + progress_every
-    res.seconds = time.perf_counter() - start
+    campaign = Campaign(machine, schedules=schedules, seconds=seconds, on_progress=on_progress,
+                        on_crash=on_crash, progress_every=progress_every, stop_on=stop_on)
+    strategy.search(machine, campaign)
+    res = campaign.result
+    res.seconds = campaign.elapsed()
     res.stats = strategy.stats()
     return res
 
-
-def record_finding(res: CampaignResult, finding: Finding, schedule: bytes, seconds: float,
-                   on_crash: Callable[[CrashRecord], None] | None = None) -> CrashRecord:
-    """Keep one record per signature: the first schedule, and a hit count."""
-    rec = res.crashes.get(finding.signature)
-    if rec is None:
-        rec = res.crashes[finding.signature] = CrashRecord(finding, schedule, res.schedules, seconds)
-        if on_crash:
-            on_crash(rec)
-    else:
-        rec.hits += 1
-    return rec

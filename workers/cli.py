@@ -1,4 +1,5 @@
-"""`patchfuzz farm ...` and `patchfuzz worker`: the farm's command line (added to fuzzer.cli)."""
+"""`patchfuzz farm ...` and `patchfuzz worker`: the farm's command line, added to `patchfuzz` through
+the `patchfuzz.commands` entry points (pyproject.toml)."""
 
 from __future__ import annotations
 

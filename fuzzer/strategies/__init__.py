@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from .atheris import AtherisStrategy
-from .base import Run, Strategy
+from .base import Run, Stepwise, Strategy
 from .exhaustive import ExhaustiveStrategy
 from .pct import PctStrategy
 from .random import RandomStrategy
+from .swarm import SwarmStrategy
 
 STRATEGIES: dict[str, type] = {"atheris": AtherisStrategy, "pct": PctStrategy, "random": RandomStrategy,
-                               "exhaustive": ExhaustiveStrategy}
+                               "swarm": SwarmStrategy, "exhaustive": ExhaustiveStrategy}
 DEFAULT_STRATEGY = "atheris"
 
-__all__ = ["STRATEGIES", "AtherisStrategy", "ExhaustiveStrategy", "PctStrategy", "RandomStrategy", "Run", "Strategy"]
+__all__ = ["STRATEGIES", "AtherisStrategy", "ExhaustiveStrategy", "PctStrategy", "RandomStrategy", "Run",
+           "Stepwise", "Strategy", "SwarmStrategy"]

@@ -30,17 +30,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import IO
 
-from ..campaign import CampaignResult, CrashRecord, record_finding
-from ..machine import Machine, RunResult
+from ..campaign import Campaign, CampaignResult
+from ..machine import Machine
 from ..oracles import Finding
 from ..protocols import registry
 from .atheris_worker import DEFAULT_MUTATOR, MUTATORS, count_files
-from .base import Run
 
 DEFAULT_MAX_LEN = 256
 POLL = 0.05  # how often the parent reads the events files
@@ -158,16 +157,6 @@ class AtherisStrategy:
         self.last_logs: list[Path] = []  # libFuzzer's output of the latest campaign, per job
         self.last_pids: list[int] = []
 
-    # The in-process interface: atheris only runs through `run_campaign` (fuzz() prefers it).
-    def bind(self, machine: Machine) -> None:
-        return None
-
-    def next_run(self) -> Run | None:
-        raise RuntimeError("the atheris strategy runs its own loop: use fuzzer.campaign.fuzz()")
-
-    def observe(self, run: Run, result: RunResult) -> None:
-        return None
-
     def stats(self) -> dict:
         return dict(self._stats)
 
@@ -230,17 +219,11 @@ class AtherisStrategy:
                                 stderr=subprocess.STDOUT, env=env)
         return _Job(index, proc, events, log, log_file)
 
-    def run_campaign(self, machine: Machine, res: CampaignResult, *, schedules: int | None = None,
-                     seconds: float | None = None,
-                     on_progress: Callable[[CampaignResult], None] | None = None,
-                     on_crash: Callable[[CrashRecord], None] | None = None,
-                     progress_every: float = 0.25,
-                     stop_on: set[str] | None = None) -> CampaignResult:
-        """Fuzz in worker subprocesses until the budget is spent, or until a finding of an
-        oracle in `stop_on`; findings are recorded in `res` (and passed to `on_crash`) as they
-        arrive."""
-        if schedules is None and seconds is None:
-            raise ValueError("give schedules or seconds")
+    def search(self, machine: Machine, campaign: Campaign) -> None:
+        """Fuzz in worker subprocesses until the campaign's budget is spent, or until a finding
+        it stops on; findings are reported to the campaign as they arrive."""
+        schedules, seconds = campaign.schedules, campaign.seconds
+        res = campaign.result
         if registry().get(machine.protocol_cls.name) is not machine.protocol_cls:
             raise ValueError(f"atheris runs registered protocols only; {machine.protocol_cls.name!r} "
                              "is not in fuzzer.protocols")
@@ -257,33 +240,28 @@ class AtherisStrategy:
         tmp = Path(tempfile.mkdtemp(prefix="patchfuzz-atheris-"))
         features: set[int] = set()
         jobs: list[_Job] = []
-        start = time.monotonic()
+        start = campaign.start
         try:
             for i in range(njobs):
                 jobs.append(self._spawn(machine, i, corpus, logs, tmp, shares[i], seconds))
             self.last_logs = [j.log for j in jobs]
             self.last_pids = [j.proc.pid for j in jobs]
-            next_report = start + progress_every
             while True:
                 running = [j for j in jobs if j.proc.poll() is None]
                 # read after polling, so lines written just before an exit are not missed
                 for job in jobs:
                     for line in job.read_lines():
-                        self._apply(job, line, jobs, res, features, start, on_crash)
-                        if stop_on and line.get("type") == "finding" and line["oracle"] in stop_on:
+                        self._apply(job, line, jobs, campaign, features, start)
+                        if campaign.stopped:
                             running = []
                 if not running:
                     break
                 now = time.monotonic()
-                res.seconds = now - start
                 if seconds is not None and now - start > seconds + DEADLINE_GRACE:
                     for job in running:
                         job.stop()
                     continue
-                if on_progress is not None and now >= next_report:
-                    self._publish(jobs, res, features, at_start)
-                    on_progress(res)
-                    next_report = now + progress_every
+                campaign.progress(lambda: self._publish(jobs, res, features, at_start))
                 time.sleep(POLL)
             for job in jobs:
                 job.stop()  # only those still running: after a `stop_on` finding
@@ -298,40 +276,36 @@ class AtherisStrategy:
                 done = job.final_runs()
                 if done is not None and done > job.runs:
                     job.runs = done
-            res.schedules = sum(j.runs for j in jobs)
+            campaign.ran(total=sum(j.runs for j in jobs))
             self._publish(jobs, res, features, at_start)
-            res.seconds = time.monotonic() - start
-            return res
         finally:
             for job in jobs:
                 job.stop()
                 job.log_file.close()
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def _apply(self, job: _Job, line: dict, jobs: list[_Job], res: CampaignResult,
-               features: set[int], start: float,
-               on_crash: Callable[[CrashRecord], None] | None) -> None:
+    def _apply(self, job: _Job, line: dict, jobs: list[_Job], campaign: Campaign,
+               features: set[int], start: float) -> None:
         kind = line.get("type")
+        res = campaign.result
         if kind == "stats":
             job.runs = max(job.runs, line["runs"])
             job.corpus = line["corpus"]
             job.hits = line["hits"]
             job.near = line.get("near", 0)
             features.update(line["new"])
-            res.schedules = sum(j.runs for j in jobs)
+            campaign.ran(total=sum(j.runs for j in jobs))
             for sig, rec in res.crashes.items():
                 rec.hits = max(rec.hits, sum(j.hits.get(sig, 0) for j in jobs))
         elif kind == "finding":
             # the child's own run index makes `first_schedule` exact, not a poll behind
             job.runs = max(job.runs, line["run"])
-            res.schedules = sum(j.runs for j in jobs)
-            record_finding(res, _finding(line), bytes.fromhex(line["schedule"]),
-                           line["mono"] - start, on_crash)
+            campaign.ran(total=sum(j.runs for j in jobs))
+            campaign.found(_finding(line), bytes.fromhex(line["schedule"]), line["mono"] - start)
         elif kind == "loaded":
             job.initial_features = line["features"]
 
-    def _publish(self, jobs: list[_Job], res: CampaignResult, features: set[int],
-                 at_start: int) -> None:
+    def _publish(self, jobs: list[_Job], res: CampaignResult, features: set[int], at_start: int) -> dict:
         stats = {"coverage_features": len(features),
                  # the jobs share one corpus directory: the largest count is the freshest
                  "corpus": max([at_start, *(j.corpus for j in jobs)]),
@@ -347,3 +321,4 @@ class AtherisStrategy:
             stats["jobs"] = len(jobs)
         self._stats = stats
         res.stats = dict(stats)
+        return dict(stats)

@@ -58,7 +58,7 @@ from .. import draws
 from ..choices import Abandon
 from ..machine import Cpu, Machine, RunResult
 from ..ops import RunCode
-from .base import Run
+from .base import Run, Stepwise
 from .state_key import Opaque, StateKey, generators_are_readable
 
 BOUNDS = tuple(draws.BUDGETS)  # budget slots, in order
@@ -69,7 +69,7 @@ _EVENT = draws.EVENT.name
 DEFAULT_MAX_STEPS = 300
 
 
-class ExhaustiveStrategy:
+class ExhaustiveStrategy(Stepwise):
     """Bounded exhaustive search (see the module docstring for the bounds and the reduction).
 
     `stats()`: explored (runs), pruned (runs ended on a state already covered), choice_points
@@ -78,7 +78,6 @@ class ExhaustiveStrategy:
     `done` / `next_run() is None`: every schedule within the bounds has been covered."""
 
     name = "exhaustive"
-    wants_coverage = False
     BOUNDS = BOUNDS
     ORDERS = ("bounded", "dfs")
 

@@ -16,7 +16,7 @@ import random
 
 from ..draws import CPU
 from ..machine import Machine, RunResult
-from .base import Run
+from .base import Run, Stepwise
 from .random import DEFAULT_MAX_LEN
 
 
@@ -46,9 +46,8 @@ class _PctSource:
         return best
 
 
-class PctStrategy:
+class PctStrategy(Stepwise):
     name = "pct"
-    wants_coverage = False
 
     def __init__(self, seed: int = 0, depth: int = 3, max_len: int = DEFAULT_MAX_LEN, **_ignored):
         if depth < 1:

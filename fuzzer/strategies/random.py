@@ -4,23 +4,18 @@ from __future__ import annotations
 
 import random
 
-from ..machine import Machine, RunResult
-from .base import Run
+from .base import Run, Stepwise
 
 DEFAULT_MAX_LEN = 256
 
 
-class RandomStrategy:
+class RandomStrategy(Stepwise):
     name = "random"
-    wants_coverage = False
 
     def __init__(self, seed: int = 0, max_len: int = DEFAULT_MAX_LEN, **_ignored):
         # a private generator: the campaign is a pure function of the seed
         self._rng = random.Random(seed)
         self.max_len = max_len
-
-    def bind(self, machine: Machine) -> None:
-        return None
 
     def next_schedule(self) -> bytes:
         rng = self._rng
@@ -28,9 +23,3 @@ class RandomStrategy:
 
     def next_run(self) -> Run:
         return Run(self.next_schedule())
-
-    def observe(self, run: Run, result: RunResult) -> None:
-        return None
-
-    def stats(self) -> dict:
-        return {}

@@ -1,4 +1,5 @@
-"""The schedule generators of the atheris mutators: swarm bytes, and site-hold runs.
+"""Swarm and site-hold schedules: a strategy of their own (`--strategy swarm`), and the
+generators the atheris mutators draw from.
 
 `swarm_schedule` draws bytes blindly: each event kind at its own random density, and a
 random share of "stay" bytes (swarm testing, Groce et al., ISSTA 2012).
@@ -30,6 +31,7 @@ from itertools import accumulate
 
 from ..draws import CPU, EVENT, EVENT_RANGES, KIND, STAY_BYTES
 from ..machine import Machine, RunResult
+from .base import Run, Stepwise
 
 # the most each event kind can add to a schedule's share of steps
 SWARM_DENSITY = 0.15
@@ -141,3 +143,25 @@ def site_hold_run(machine: Machine, rng: random.Random, prefix: bytes, size: int
     the bytes that replay the run."""
     source = SiteHoldSource(machine, rng, prefix, size, hold)
     return machine.run(b"", source=source, coverage=coverage), source
+
+
+class SwarmStrategy(Stepwise):
+    """Fresh site-hold schedules, in this process: each with its own event densities, share of
+    runs of one CPU and hold (see `SiteHoldSource`), none learned from the ones before. What
+    the atheris strategy's default mutator draws when it has no near miss or new feature to
+    continue from, without libFuzzer: a baseline between random search and atheris, and the
+    search to use where a subprocess per campaign is unwelcome."""
+
+    name = "swarm"
+
+    def __init__(self, seed: int = 0, max_len: int = 256, hold: float | None = None, **_ignored) -> None:
+        self._rng = random.Random(seed)  # a private generator: the campaign is a pure function of the seed
+        self.max_len = max_len
+        self.hold = hold
+        self.machine: Machine | None = None
+
+    def bind(self, machine: Machine) -> None:
+        self.machine = machine
+
+    def next_run(self) -> Run:
+        return Run(source=SiteHoldSource(self.machine, self._rng, b"", self.max_len, self.hold))

@@ -1,0 +1,75 @@
+"""What the commands share: building a machine from a user's spec, reading a schedule, the
+stop_machine option, the focused trace, the error console, the crash database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from ..choices import ScheduleError, parse_schedule_hex
+from ..console import UserError
+from ..machine import MAX_CPUS, MIN_CPUS, Config, Machine
+from ..protocols import UnknownProtocol, resolve
+
+err_console = Console(stderr=True)
+
+
+def _machine(spec: str, cpus: int, stop_machine_serializes: bool | None) -> Machine:
+    if not MIN_CPUS <= cpus <= MAX_CPUS:
+        raise UserError(f"--cpus must be between {MIN_CPUS} and {MAX_CPUS}, got {cpus}")
+    try:
+        cls, variant = resolve(spec)
+    except UnknownProtocol as e:
+        raise UserError(str(e)) from None
+    return Machine(cls, variant, Config(cpus=cpus, stop_machine_serializes=stop_machine_serializes))
+
+
+def _read_schedule(text: str) -> bytes:
+    if text.startswith("@"):
+        path = Path(text[1:])
+        try:
+            raw = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise UserError(f"schedule file not found: {path}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"cannot read schedule file {path}: {e}") from None
+        text = raw
+        where = f" in {path}"
+    else:
+        where = ""
+    try:
+        return parse_schedule_hex(text)
+    except ScheduleError as e:
+        raise UserError(f"{e}{where}; give the schedule as hex digits, e.g. --schedule 00ff10") from None
+
+
+smz_option = click.option(
+    "--stop-machine-serializes/--no-stop-machine-serializes", default=None,
+    help="Override the architecture's assumption that leaving stop_machine serializes.")
+
+
+def _focused(machine: Machine, schedule: bytes, result) -> list[str]:
+    from ..focus import focus
+
+    return focus(machine, schedule, result)
+
+
+def _focused_view(machine: Machine, schedule: bytes, result) -> tuple[list[str], list]:
+    from ..focus import focus_view
+
+    return focus_view(machine, schedule, result)
+
+
+def _open_db(url: str | None):
+    import db
+
+    try:
+        return db.open_db(url)
+    except db.DatabaseError as e:
+        raise UserError(str(e)) from None
+
+
+db_option = click.option("--db", "db_url", default=None, metavar="URL",
+                         help="Crash database (default: $PATCHFUZZ_DB, else patchfuzz.db here).")

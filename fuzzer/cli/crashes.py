@@ -1,0 +1,169 @@
+"""`patchfuzz crashes ...`: triage of the crash database (one bucket per signature)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from ..choices import SCHEDULE_FORMAT
+from ..console import UserError, stdout_console
+from .common import _focused_view, _machine, _open_db, db_option
+from .group import main
+
+
+@main.group()
+def crashes() -> None:
+    """Triage the crash database: one bucket per signature."""
+
+
+def _bucket(database, bucket_id: int) -> dict:
+    import db
+
+    try:
+        return db.get_bucket(database, bucket_id)
+    except db.NotFound as e:
+        raise UserError(str(e)) from None
+
+
+@crashes.command("list")
+@click.option("--protocol", default=None)
+@click.option("--oracle", default=None)
+@click.option("--status", default=None, type=click.Choice(["new", "fixed", "duplicate", "invalid"]))
+@click.option("--since", default=None, metavar="YYYY-MM-DD", help="Last seen on or after this day (UTC).")
+@click.option("--json", "as_json", is_flag=True)
+@db_option
+def crashes_list(protocol, oracle, status, since, as_json, db_url) -> None:
+    """One row per bucket: id, title, oracle, protocol:variant, count, first and last seen, status."""
+    import datetime as dt
+
+    import db
+
+    when = None
+    if since:
+        try:
+            when = dt.datetime.fromisoformat(since).replace(tzinfo=dt.UTC)
+        except ValueError:
+            raise UserError(f"--since takes a date like 2026-11-21, got {since!r}") from None
+    database = _open_db(db_url)
+    rows = db.list_buckets(database, protocol=protocol, oracle=oracle, status=status, since=when)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    table = Table()
+    for col in ("id", "title", "oracle", "protocol:variant", "count", "first seen", "last seen", "status"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(str(r["id"]), r["title"], r["oracle"], f"{r['protocol']}:{r['variant']}",
+                      str(r["count"]), f"{r['first_seen']:%Y-%m-%d %H:%M}", f"{r['last_seen']:%Y-%m-%d %H:%M}",
+                      r["status"])
+    stdout_console().print(table)
+
+
+@crashes.command("show")
+@click.argument("bucket_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--timeline", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also draw the race, one lane per CPU: FILE.svg or FILE.html (with --focus: "
+                   "the focused trace).")
+@click.option("--focus", is_flag=True, help="Show the focused trace (see `run --focus`).")
+@db_option
+def crashes_show(bucket_id, as_json, timeline, focus, db_url) -> None:
+    """Everything about a bucket, with the trace of its shortest reproducer."""
+    if timeline is not None and timeline.suffix not in (".svg", ".html"):
+        raise UserError(f"--timeline must name a .svg or .html file, got {timeline}")
+    database = _open_db(db_url)
+    b = _bucket(database, bucket_id)
+    sample = b.get("best_sample") or {}
+    trace: list[str] = []
+    focused: list[str] = []
+    rows: list = []  # the timeline's boxes
+    cpus = (sample.get("config") or {}).get("cpus", 4)
+    if sample:
+        try:
+            machine = _machine(f"{b['protocol']}:{b['variant']}", cpus, None)
+            result = machine.run(bytes(sample["schedule"]), trace=True)
+            trace = result.trace
+            if focus:
+                focused, rows = _focused_view(machine, bytes(sample["schedule"]), result)
+            else:
+                from ..timeline import rows_of_events
+
+                rows = rows_of_events(result.events, result.renderer)
+        except UserError:
+            trace = ["(protocol no longer available: trace not replayed)"]
+    if timeline is not None:
+        from ..timeline import render_html, render_svg
+
+        title = f"{b['protocol']}:{b['variant']} [{b['oracle']}] {b['title']}"
+        lines = focused if focus and focused else trace
+        try:
+            if timeline.suffix == ".svg":
+                picture = render_svg(rows, title, cpus)
+            else:
+                picture = render_html(rows, title, cpus, lines)
+            timeline.write_text(picture, encoding="utf-8")
+        except OSError as e:
+            raise UserError(f"cannot write {timeline}: {e.strerror}") from None
+    if as_json:
+        out = {**b, "trace": trace}
+        if focus:
+            out["focus"] = focused
+        if sample:
+            out["best_sample"] = {**sample, "schedule": bytes(sample["schedule"]).hex()}
+        click.echo(json.dumps(out, indent=2, default=str))
+        return
+    click.echo(f"bucket {b['id']}: [{b['oracle']}] {b['title']}")
+    click.echo(f"  {b['protocol']}:{b['variant']}  status {b['status']}  count {b['count']}  "
+               f"first {b['first_seen']}  last {b['last_seen']}  signature {b['signature']}")
+    if b.get("note"):
+        click.echo(f"  note: {b['note']}")
+    if sample:
+        click.echo(f"  reproducer: {len(bytes(sample['schedule']))} bytes, format {sample['schedule_format']}, "
+                   f"engine {sample['engine_version']}: {bytes(sample['schedule']).hex()}")
+        click.echo(f"  {sample.get('detail') or ''}")
+    for line in (focused or trace) if focus else trace:
+        click.echo(line)
+
+
+@crashes.command("repro")
+@click.argument("bucket_id", type=int)
+@db_option
+def crashes_repro(bucket_id, db_url) -> None:
+    """Replay the stored reproducer; exit 0 if it still reproduces the bucket's signature."""
+    database = _open_db(db_url)
+    b = _bucket(database, bucket_id)
+    sample = b.get("best_sample")
+    if not sample:
+        raise UserError(f"bucket {bucket_id} has no stored reproducer")
+    if sample["schedule_format"] != SCHEDULE_FORMAT:
+        raise UserError(f"bucket {bucket_id}'s reproducer uses schedule format {sample['schedule_format']}; "
+                        f"this engine reads format {SCHEDULE_FORMAT}")
+    machine = _machine(f"{b['protocol']}:{b['variant']}", (sample.get("config") or {}).get("cpus", 4), None)
+    f = machine.run(bytes(sample["schedule"])).finding
+    if f is not None and f.signature == b["signature"]:
+        click.echo(f"reproduces: [{f.oracle}] {f.title}")
+        return
+    got = f"[{f.oracle}] {f.title}" if f else "clean"
+    click.echo(f"does not reproduce: expected [{b['oracle']}] {b['title']}, got {got}")
+    sys.exit(1)
+
+
+@crashes.command("mark")
+@click.argument("bucket_id", type=int)
+@click.option("--status", required=True, type=click.Choice(["new", "fixed", "duplicate", "invalid"]))
+@click.option("--note", default=None)
+@db_option
+def crashes_mark(bucket_id, status, note, db_url) -> None:
+    """Set a bucket's status (and note)."""
+    import db
+
+    database = _open_db(db_url)
+    try:
+        db.mark(database, bucket_id, status, note)
+    except db.NotFound as e:
+        raise UserError(str(e)) from None
+    click.echo(f"bucket {bucket_id}: {status}")
