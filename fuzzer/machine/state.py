@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections import deque
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import Any
 
 from ..oracles import Finding
@@ -216,18 +217,15 @@ class RunResult:
     # read the variable still runs): where a search should spend its next runs
     near: list[int] | None = None
     abandoned: bool = False  # the choice source stopped the run early (pruned)
-    _lines: list[str] | None = field(default=None, repr=False)
 
     @property
     def verdict(self) -> str:
         return "crash" if self.finding else "clean"
 
-    @property
+    @cached_property
     def trace(self) -> list[str]:
         """The text trace: one line per event."""
-        if self._lines is None:
-            self._lines = [self.renderer.line(e) for e in self.events] if self.events else []
-        return self._lines
+        return [self.renderer.line(e) for e in self.events] if self.events else []
 
     @property
     def trace_sha256(self) -> str:
