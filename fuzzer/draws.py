@@ -95,6 +95,11 @@ def refreshes(byte: int, unit_index: int) -> bool:
     return bool(byte & (1 << (unit_index & 7)))
 
 
+def refreshed_units(byte: int, units: int) -> tuple[bool, ...]:
+    """`refreshes` for each of `units` fetch units, in order."""
+    return tuple(bool(byte & (1 << (u & 7))) for u in range(units))
+
+
 @dataclass(frozen=True)
 class Alt:
     """An answer systematic search tries: the byte, and the budget it spends (None: free)."""

@@ -140,6 +140,9 @@ class Machine:
             self.handlers.update(part.handlers())
             self.readiness.update(getattr(part, "readiness", dict)())
             self.yield_hooks.update(getattr(part, "on_yield", dict)())
+        unready = [t.__name__ for t in self.handlers if t.blocking and t not in self.readiness]
+        if unready:
+            raise TypeError(f"blocking ops without a readiness check: {', '.join(unready)}")
         self.tracing = self.observing = False
         self.coverage: Coverage | None = None
 
@@ -235,9 +238,8 @@ class Machine:
             self.sync.unparked(cpu)
 
     def ready(self, cpu: Cpu, frame: Frame, op) -> bool:
-        """Can a blocking op proceed? (its part's readiness check; True for others)"""
-        check = self.readiness.get(type(op))
-        return True if check is None else check(cpu, frame, op)
+        """Can a blocking op proceed? (its part's readiness check; every blocking op has one)"""
+        return self.readiness[type(op)](cpu, frame, op)
 
     # ================================================================ events and oracles
     def emit(self, cpu: Cpu, cls: type[ev.Event], *fields: Any, record: bool = True) -> None:
@@ -284,11 +286,17 @@ class Machine:
         return self.renderer.sym(addr)
 
     def site_containing(self, pc: int) -> SiteState | None:
-        return next((s for lo, hi, s in self._site_ranges if lo <= pc < hi), None)
+        for lo, hi, s in self._site_ranges:
+            if lo <= pc < hi:
+                return s
+        return None
 
     def site_inside(self, pc: int) -> SiteState | None:
         """The site `pc` points strictly inside of (past its first byte)."""
-        return next((s for lo, hi, s in self._site_ranges if lo < pc < hi), None)
+        for lo, hi, s in self._site_ranges:
+            if lo < pc < hi:
+                return s
+        return None
 
     # ================================================================ the public view
     def waiting_at_site(self, idx: int) -> bool:

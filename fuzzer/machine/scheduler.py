@@ -51,7 +51,7 @@ class Scheduler(Part):
         orders = self.orders
         max_steps = m.config.max_steps
         byte = ch.byte
-        ready = m.ready
+        readiness = m.readiness  # a blocking op's check, by its type
         irqs_on = self.interrupts.irqs_on
         interrupts = m.interrupts
         sync = m.sync
@@ -86,7 +86,7 @@ class Scheduler(Part):
                     if c.plain:
                         top = c.frames[-1]
                         op = top.op
-                        if op is not None and (not op.blocking or ready(c, top, op)):
+                        if op is not None and (not op.blocking or readiness[type(op)](c, top, op)):
                             cpu = c
                             break
                     elif runnable_check(c):
@@ -117,7 +117,7 @@ class Scheduler(Part):
                     if c.plain:
                         top = c.frames[-1]
                         op = top.op
-                        if op is not None and (not op.blocking or ready(c, top, op)):
+                        if op is not None and (not op.blocking or readiness[type(op)](c, top, op)):
                             runnable.append(c)
                     elif runnable_check(c):
                         runnable.append(c)
@@ -164,7 +164,7 @@ class Scheduler(Part):
                     continue
             frame = cpu.frames[-1]
             op = frame.op
-            if op.blocking and not ready(cpu, frame, op):
+            if op.blocking and not readiness[type(op)](cpu, frame, op):
                 continue
             t = type(op)
             if t is run_code:

@@ -63,8 +63,8 @@ class Views(Part):
         unit = self.unit
         view = cpu.views[site.name]
         changed = False
-        for i in range(0, site.size, unit):
-            if draws.refreshes(byte, i // unit) and view[i:i + unit] != fresh[i:i + unit]:
+        for i, refresh in zip(range(0, site.size, unit), draws.refreshed_units(byte, -(-site.size // unit))):
+            if refresh and view[i:i + unit] != fresh[i:i + unit]:
                 view[i:i + unit] = fresh[i:i + unit]
                 changed = True
         if changed:
@@ -76,7 +76,7 @@ class Views(Part):
         """The view `refresh_units` would leave for `byte` (for searches that compare answers)."""
         unit = self.unit
         out = bytearray(view)
-        for i in range(0, len(view), unit):
-            if draws.refreshes(byte, i // unit):
+        for i, refresh in zip(range(0, len(view), unit), draws.refreshed_units(byte, -(-len(view) // unit))):
+            if refresh:
                 out[i:i + unit] = fresh[i:i + unit]
         return bytes(out)
