@@ -1,5 +1,8 @@
 """Benchmarks behind `patchfuzz bench` (also `python -m fuzzer.bench`, `make bench`).
 
+* `--instructions N`: only run the reference scenario's first N random schedules (seed 0), for
+  counting instructions under `valgrind --tool=callgrind` (N = 250 and 50, difference / 200:
+  instructions per schedule, independent of the host's noise).
 * Throughput on the reference scenario (x86/text_poke_bp:correct, 4 CPUs, random schedules):
   schedules/s, steps per schedule, microseconds per step, and the emulator floor measured in the
   same process (the cheapest code step), as the ratio step / floor. Median of five passes.
@@ -151,7 +154,16 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--throughput-only", action="store_true")
+    ap.add_argument("--instructions", type=int, default=None, metavar="N",
+                    help="only run the reference scenario's first N schedules (for callgrind)")
     args = ap.parse_args()
+    if args.instructions is not None:
+        cls, variant = resolve(REFERENCE)
+        m = Machine(cls, variant, Config(cpus=args.cpus))
+        strat = RandomStrategy(seed=0)
+        steps = sum(m.run(strat.next_schedule()).steps for _ in range(args.instructions))
+        print(f"{args.instructions} schedules, {steps} steps")
+        return
     out = {"machine": f"{platform.machine()} python {platform.python_version()}",
            "throughput": throughput(count=args.count), "search": []}
     th = out["throughput"]
