@@ -16,7 +16,7 @@ from ..protocols import UnknownProtocol, resolve
 err_console = Console(stderr=True)
 
 
-def _machine(spec: str, cpus: int, stop_machine_serializes: bool | None) -> Machine:
+def build_machine(spec: str, cpus: int, stop_machine_serializes: bool | None) -> Machine:
     if not MIN_CPUS <= cpus <= MAX_CPUS:
         raise UserError(f"--cpus must be between {MIN_CPUS} and {MAX_CPUS}, got {cpus}")
     try:
@@ -26,7 +26,7 @@ def _machine(spec: str, cpus: int, stop_machine_serializes: bool | None) -> Mach
     return Machine(cls, variant, Config(cpus=cpus, stop_machine_serializes=stop_machine_serializes))
 
 
-def _read_schedule(text: str) -> bytes:
+def read_schedule(text: str) -> bytes:
     if text.startswith("@"):
         path = Path(text[1:])
         try:
@@ -50,19 +50,19 @@ smz_option = click.option(
     help="Override the architecture's assumption that leaving stop_machine serializes.")
 
 
-def _focused(machine: Machine, schedule: bytes, result) -> list[str]:
+def focused(machine: Machine, schedule: bytes, result) -> list[str]:
     from ..focus import focus
 
     return focus(machine, schedule, result)
 
 
-def _focused_view(machine: Machine, schedule: bytes, result) -> tuple[list[str], list]:
+def focused_view(machine: Machine, schedule: bytes, result) -> tuple[list[str], list]:
     from ..focus import focus_view
 
     return focus_view(machine, schedule, result)
 
 
-def _open_db(url: str | None):
+def open_db(url: str | None):
     import db
 
     try:

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ..choices import SCHEDULE_FORMAT
 from ..console import UserError, stdout_console
-from .common import _focused_view, _machine, _open_db, db_option
+from .common import build_machine, db_option, focused_view, open_db
 from .group import main
 
 
@@ -48,7 +48,7 @@ def crashes_list(protocol, oracle, status, since, as_json, db_url) -> None:
             when = dt.datetime.fromisoformat(since).replace(tzinfo=dt.UTC)
         except ValueError:
             raise UserError(f"--since takes a date like 2026-11-21, got {since!r}") from None
-    database = _open_db(db_url)
+    database = open_db(db_url)
     rows = db.list_buckets(database, protocol=protocol, oracle=oracle, status=status, since=when)
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
@@ -75,7 +75,7 @@ def crashes_show(bucket_id, as_json, timeline, focus, db_url) -> None:
     """Everything about a bucket, with the trace of its shortest reproducer."""
     if timeline is not None and timeline.suffix not in (".svg", ".html"):
         raise UserError(f"--timeline must name a .svg or .html file, got {timeline}")
-    database = _open_db(db_url)
+    database = open_db(db_url)
     b = _bucket(database, bucket_id)
     sample = b.get("best_sample") or {}
     trace: list[str] = []
@@ -84,11 +84,11 @@ def crashes_show(bucket_id, as_json, timeline, focus, db_url) -> None:
     cpus = (sample.get("config") or {}).get("cpus", 4)
     if sample:
         try:
-            machine = _machine(f"{b['protocol']}:{b['variant']}", cpus, None)
+            machine = build_machine(f"{b['protocol']}:{b['variant']}", cpus, None)
             result = machine.run(bytes(sample["schedule"]), trace=True)
             trace = result.trace
             if focus:
-                focused, rows = _focused_view(machine, bytes(sample["schedule"]), result)
+                focused, rows = focused_view(machine, bytes(sample["schedule"]), result)
             else:
                 from ..timeline import rows_of_events
 
@@ -134,7 +134,7 @@ def crashes_show(bucket_id, as_json, timeline, focus, db_url) -> None:
 @db_option
 def crashes_repro(bucket_id, db_url) -> None:
     """Replay the stored reproducer; exit 0 if it still reproduces the bucket's signature."""
-    database = _open_db(db_url)
+    database = open_db(db_url)
     b = _bucket(database, bucket_id)
     sample = b.get("best_sample")
     if not sample:
@@ -142,7 +142,7 @@ def crashes_repro(bucket_id, db_url) -> None:
     if sample["schedule_format"] != SCHEDULE_FORMAT:
         raise UserError(f"bucket {bucket_id}'s reproducer uses schedule format {sample['schedule_format']}; "
                         f"this engine reads format {SCHEDULE_FORMAT}")
-    machine = _machine(f"{b['protocol']}:{b['variant']}", (sample.get("config") or {}).get("cpus", 4), None)
+    machine = build_machine(f"{b['protocol']}:{b['variant']}", (sample.get("config") or {}).get("cpus", 4), None)
     f = machine.run(bytes(sample["schedule"])).finding
     if f is not None and f.signature == b["signature"]:
         click.echo(f"reproduces: [{f.oracle}] {f.title}")
@@ -161,7 +161,7 @@ def crashes_mark(bucket_id, status, note, db_url) -> None:
     """Set a bucket's status (and note)."""
     import db
 
-    database = _open_db(db_url)
+    database = open_db(db_url)
     try:
         db.mark(database, bucket_id, status, note)
     except db.NotFound as e:

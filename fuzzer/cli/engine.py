@@ -15,7 +15,7 @@ from ..minimize import DEFAULT_ORDER, ORDERS
 from ..oracles import ORACLES
 from ..protocols import UnknownProtocol, registry, resolve
 from ..strategies import STRATEGIES
-from .common import _focused, _machine, _read_schedule, smz_option
+from .common import build_machine, focused, read_schedule, smz_option
 from .group import main
 
 
@@ -55,10 +55,10 @@ def protocols(as_json: bool) -> None:
 def run(spec: str, schedule: str, cpus: int, trace: bool, focus: bool, as_json: bool,
         stop_machine_serializes: bool | None) -> None:
     """Replay one schedule and report the verdict."""
-    data = _read_schedule(schedule)
-    machine = _machine(spec, cpus, stop_machine_serializes)
+    data = read_schedule(schedule)
+    machine = build_machine(spec, cpus, stop_machine_serializes)
     result = machine.run(data, trace=True)
-    lines = _focused(machine, data, result) if focus else result.trace
+    lines = focused(machine, data, result) if focus else result.trace
     f = result.finding
     out = {
         "protocol": machine.protocol_cls.name,
@@ -166,8 +166,8 @@ def minimize_cmd(spec: str, schedule: str, cpus: int, max_runs: int, order: str,
         raise UserError(f"--order takes {' or '.join(ORDERS)}, got {order!r}")
     if max_runs < 1:
         raise UserError(f"--max-runs must be positive, got {max_runs}")
-    data = _read_schedule(schedule)
-    machine = _machine(spec, cpus, stop_machine_serializes)
+    data = read_schedule(schedule)
+    machine = build_machine(spec, cpus, stop_machine_serializes)
     f = machine.run(data).finding
     if f is None:
         raise UserError("that schedule runs clean on this protocol and configuration: nothing to minimize")

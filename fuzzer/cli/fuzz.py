@@ -17,7 +17,7 @@ from ..machine import Machine
 from ..records import FindingRecords
 from ..strategies import DEFAULT_STRATEGY, STRATEGIES
 from ..strategies.atheris_worker import DEFAULT_MUTATOR, MUTATORS
-from .common import _machine, _open_db, err_console, smz_option
+from .common import build_machine, err_console, open_db, smz_option
 from .group import main
 
 
@@ -28,7 +28,7 @@ class _CrashStore:
         import db
 
         self._db_mod = db
-        self.db = _open_db(url)
+        self.db = open_db(url)
         self.url = self.db.url
         self.machine = machine
         self.records = FindingRecords(machine)
@@ -129,7 +129,7 @@ def fuzz(spec: str, seconds: float | None, schedules: int | None, seed: int, cpu
         raise UserError("the budget must be positive")
     if strategy not in STRATEGIES:
         raise UserError(f"unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
-    machine = _machine(spec, cpus, stop_machine_serializes)
+    machine = build_machine(spec, cpus, stop_machine_serializes)
     try:
         strat = STRATEGIES[strategy](seed=seed, **_strategy_kwargs(strategy, depth, corpus, bounds,
                                                                    mutator))
