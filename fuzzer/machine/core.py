@@ -136,10 +136,11 @@ class Machine:
         self.handlers: dict = {}
         self.readiness: dict = {}
         self.yield_hooks: dict = {}
-        for part in (self.memory, self.interrupts, self.sync, self.tasks):
+        for name in self.PARTS:
+            part = getattr(self, name)
             self.handlers.update(part.handlers())
-            self.readiness.update(getattr(part, "readiness", dict)())
-            self.yield_hooks.update(getattr(part, "on_yield", dict)())
+            self.readiness.update(part.readiness())
+            self.yield_hooks.update(part.on_yield())
         unready = [t.__name__ for t in self.handlers if t.blocking and t not in self.readiness]
         if unready:
             raise TypeError(f"blocking ops without a readiness check: {', '.join(unready)}")

@@ -20,6 +20,17 @@ class Part:
         for name in self.SIBLINGS:
             setattr(self, name, getattr(self.m, name))
 
+    # The ops this part gives meaning to, by op type: their handlers, the readiness checks of the
+    # blocking ones, and the effects a yield itself has (called when the coroutine yields it).
+    def handlers(self) -> dict:
+        return {}
+
+    def readiness(self) -> dict:
+        return {}
+
+    def on_yield(self) -> dict:
+        return {}
+
     @classmethod
     def not_state(cls) -> set[str]:
         return {"m", *cls.SIBLINGS, *cls.NOT_STATE}
