@@ -96,6 +96,16 @@ class X86_64(Arch):
             "Sewell et al., 'x86-TSO', CACM 2010; arch/x86/include/asm/barrier.h.",
         ),
         Rule(
+            "Locks order memory: taking one is a locked read-modify-write, which drains the "
+            "store buffer; releasing one makes every earlier store visible before the lock is "
+            "seen free (the unlock store follows them in the FIFO), so the next holder sees "
+            "the previous holder's stores.",
+            "Intel SDM Vol. 3A 8.2.2 ('locked instructions have a total order'; 'writes are not "
+            "reordered with older writes'); Documentation/memory-barriers.txt, 'ACQUIRE "
+            "operations' and 'RELEASE operations' (every lock implementation on every "
+            "architecture).",
+        ),
+        Rule(
             "IPIs are taken only with EFLAGS.IF set; NMIs are taken at any instruction boundary, "
             "also with IF clear; a nested NMI is held until the outer NMI handler returns.",
             "Intel SDM Vol. 3A 6.7.1 'Handling Multiple NMIs'; arch/x86/entry/entry_64.S "

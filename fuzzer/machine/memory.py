@@ -109,6 +109,20 @@ class Memory(Part):
         if cpu.sb:
             self.drain(cpu, len(cpu.sb))
 
+    def acquire(self, cpu: Cpu) -> None:
+        """A lock is taken. On a FIFO (x86-TSO) machine that is a locked read-modify-write,
+        which drains the store buffer; acquire semantics order nothing else here, since a CPU's
+        own ops run in program order."""
+        if self.store_in_order and cpu.sb:
+            self.drain(cpu, len(cpu.sb))
+
+    def release(self, cpu: Cpu) -> None:
+        """A lock is released: every store made before it is visible before the lock is seen
+        free (x86: the unlock store follows them in the FIFO; weak ISAs: release semantics), so
+        the next holder sees them."""
+        if cpu.sb:
+            self.drain(cpu, len(cpu.sb))
+
     def drain_every_cpu(self) -> bool:
         """Drain every buffer (nothing else can run); True if anything drained."""
         drained = False

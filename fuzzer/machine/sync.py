@@ -84,6 +84,7 @@ class Sync(Part):
         return ok
 
     def op_lock(self, cpu: Cpu, frame: Frame, op: ops.LockOp) -> None:
+        self.memory.acquire(cpu)
         lock = self.lock(op.lock)
         if frame in lock.waiting_writers:
             lock.waiting_writers.remove(frame)
@@ -98,6 +99,7 @@ class Sync(Part):
         m.advance(cpu, frame, None)
 
     def op_unlock(self, cpu: Cpu, frame: Frame, op: ops.UnlockOp) -> None:
+        self.memory.release(cpu)
         lock = self.lock(op.lock)
         if op.mode == "read":
             lock.readers.remove(next(f for f in lock.readers if f is frame))
