@@ -218,6 +218,13 @@ class Protocol:
     def initial_memory(self) -> dict[str, Any]:
         return {}
 
+    def invariants(self) -> dict[str, Any]:
+        """What must hold whenever shared state changes: name -> predicate over a
+        `fuzzer.oracles.Shared` view (`s.var(name)`, `s.text(site)`, `s.holds(site, "new")`,
+        `s.locked(lock)`, `s.freed(var)`). The `invariant` oracle reports the first change after
+        which one is false, titled "invariant violated: <name>"."""
+        return {}
+
     def patcher(self, k: K) -> Iterator:
         raise NotImplementedError
 

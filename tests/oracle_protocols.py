@@ -5,7 +5,7 @@ that the engine needs no change to run them is part of what the oracle tests sho
 """
 
 from fuzzer.arch.x86_64 import NOP5
-from fuzzer.protocol import Call, Protocol, Site
+from fuzzer.protocol import Call, Jmp, Protocol, Site
 from fuzzer.protocols.x86.text_poke_bp import TextPokeBP
 
 NOP5_ALT = bytes.fromhex("0f1f440008")  # nopl 0x8(%rax,%rax,1): differs from NOP5 in one byte
@@ -73,4 +73,29 @@ class ProtocolAssert(Protocol):
         yield k.poke("fentry", k.site("fentry").new)
 
 
-ORACLE_PROTOCOLS = [StaleAfterComplete, MidInsnResume, WrongTarget, GuestFault, ProtocolAssert]
+class StaticKey(TextPokeBP):
+    """A static key: its count is positive exactly when its site holds the jump, whenever
+    jump_label_mutex is free (static_key_enable() under the mutex). `unlock-early` drops the
+    mutex before the text is written: the invariant is false in between."""
+
+    name = "test/static_key"
+    sites = {"key": Site(old=NOP5, new=Jmp("ftrace_stub"))}
+    params = {**TextPokeBP.params, "unlock_early": False}
+    variants = {"correct": {}, "unlock-early": dict(unlock_early=True)}
+    expect = {"correct": None, "unlock-early": "invariant"}
+
+    def invariants(self):
+        return {"key count matches its jump": lambda s: s.locked("jump_label_mutex")
+                or (s.var("key.count") > 0) == s.holds("key", "new")}
+
+    def patcher(self, k):
+        yield k.lock("jump_label_mutex")
+        yield k.atomic_inc("key.count")
+        if self.v.unlock_early:
+            yield k.unlock("jump_label_mutex")
+        yield from self.poke_bp(k, ["key"])
+        if not self.v.unlock_early:
+            yield k.unlock("jump_label_mutex")
+
+
+ORACLE_PROTOCOLS = [StaleAfterComplete, MidInsnResume, WrongTarget, GuestFault, ProtocolAssert, StaticKey]

@@ -64,3 +64,30 @@ def test_a_protocols_own_assertion_title_is_sanitized_so_it_deduplicates():
         assert str(other * 1000 + 1) not in r.finding.detail or other == 0
         titles.add(r.finding.title)
     assert titles == {"protocol assertion: counter at ADDR on cpuN"}
+
+
+def test_an_invariant_holds_on_the_correct_protocol_and_fails_on_its_mutant():
+    from fuzzer.strategies.random import RandomStrategy
+
+    from .oracle_protocols import StaticKey
+
+    good = Machine(StaticKey, "correct", Config(cpus=4))
+    bad = Machine(StaticKey, "unlock-early", Config(cpus=4))
+    strat = RandomStrategy(seed=3)
+    found = None
+    for _ in range(300):
+        s = strat.next_schedule()
+        assert good.run(s).finding is None
+        f = bad.run(s).finding
+        if f is not None and found is None:
+            found = f
+    assert found is not None and found.oracle == "invariant"
+    assert found.title == "invariant violated: key count matches its jump"
+    assert "key.count = 1" in found.detail
+
+
+def test_an_oracle_with_nothing_to_look_at_is_left_out_of_the_check_points():
+    m = Machine(SaysBug, "v", Config(cpus=2))
+    from fuzzer.machine.core import _nothing
+
+    assert m.checks.shared_changed is _nothing

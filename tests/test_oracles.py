@@ -16,6 +16,7 @@ from .oracle_protocols import (
     MidInsnResume,
     ProtocolAssert,
     StaleAfterComplete,
+    StaticKey,
     WrongTarget,
 )
 
@@ -36,6 +37,7 @@ DEMOS = {
     "wrong-target": (WrongTarget, "bad-emulation"),
     "guest-fault": (GuestFault, "ud2"),
     "protocol-assert": (ProtocolAssert, "wrong-old"),
+    "invariant": (StaticKey, "unlock-early"),
 }
 
 

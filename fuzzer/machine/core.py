@@ -51,7 +51,8 @@ class Checks:
 
     def __init__(self, oracles: list) -> None:
         for point in CHECK_POINTS:
-            subs = tuple(getattr(o, f"on_{point}") for o in oracles if point in o.subscriptions())
+            subs = tuple(getattr(o, f"on_{point}") for o in oracles
+                         if point in o.subscriptions() and o.active())
             setattr(self, point, _fan_out(subs))
 
 

@@ -99,11 +99,13 @@ class Memory(Part):
                     other.stale.add(site)  # maybe stale: checked against the truth at fetch
                 if m.observing:
                     m.emit(cpu, ev.TextDrain, site.name, off, data)
+                self.checks.shared_changed(cpu)
             else:
                 self.mem[key] = value
                 self.writer[key] = "patcher-cpu" if cpu.idx == 0 else "cpu"
                 if m.observing:
                     m.emit(cpu, ev.Drain, key, value)
+                self.checks.shared_changed(cpu)
 
     def drain_all(self, cpu: Cpu) -> None:
         if cpu.sb:
@@ -180,7 +182,9 @@ class Memory(Part):
         if m.observing:
             m.emit(cpu, ev.Atomic, op.name, var, old, new, result)
         self.writer[var] = frame.task or frame.kind
-        m.advance(cpu, frame, result)
+        self.checks.shared_changed(cpu)
+        if m.finding is None:
+            m.advance(cpu, frame, result)
 
     def op_alloc(self, cpu: Cpu, frame: Frame, op: ops.Alloc) -> None:
         # a new lifetime begins; the initializing store goes through the store buffer
@@ -197,7 +201,9 @@ class Memory(Part):
         m = self.m
         if m.observing:
             m.emit(cpu, ev.Free, op.var)
-        m.advance(cpu, frame, None)
+        self.checks.shared_changed(cpu)
+        if m.finding is None:
+            m.advance(cpu, frame, None)
 
     def wait_ready(self, cpu: Cpu, frame: Frame, op: ops.WaitUntil) -> bool:
         try:

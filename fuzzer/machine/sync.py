@@ -96,7 +96,9 @@ class Sync(Part):
         m = self.m
         if m.observing:
             m.emit(cpu, ev.Locked, op.lock, op.mode)
-        m.advance(cpu, frame, None)
+        self.checks.shared_changed(cpu)
+        if m.finding is None:
+            m.advance(cpu, frame, None)
 
     def op_unlock(self, cpu: Cpu, frame: Frame, op: ops.UnlockOp) -> None:
         self.memory.release(cpu)
@@ -108,7 +110,9 @@ class Sync(Part):
         m = self.m
         if m.observing:
             m.emit(cpu, ev.Unlocked, op.lock, op.mode)
-        m.advance(cpu, frame, None)
+        self.checks.shared_changed(cpu)
+        if m.finding is None:
+            m.advance(cpu, frame, None)
 
     def held_by(self, frame: Frame) -> tuple[str, ...]:
         return tuple(sorted(n for n, lk in self.locks.items() if lk.owner is frame or frame in lk.readers))

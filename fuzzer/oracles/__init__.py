@@ -12,6 +12,7 @@ from .base import CHECK_POINTS, Oracle
 from .deadlock import Deadlock
 from .finding import Finding, signature
 from .guest_fault import GuestFault
+from .invariant import Invariant, Shared
 from .mid_insn_resume import MidInsnResume
 from .protocol_assert import ProtocolAssert
 from .stale_after_complete import StaleAfterComplete
@@ -21,7 +22,8 @@ from .use_after_free import UseAfterFree
 from .wrong_target import WrongTarget
 
 ALL: tuple[type[Oracle], ...] = (TornFetch, UnhandledTrap, WrongTarget, StaleAfterComplete,
-                                 MidInsnResume, UseAfterFree, Deadlock, GuestFault, ProtocolAssert)
+                                 MidInsnResume, UseAfterFree, Deadlock, GuestFault, ProtocolAssert,
+                                 Invariant)
 ORACLES: dict[str, str] = {cls.id: cls.fires_when for cls in ALL}
 
-__all__ = ["ALL", "CHECK_POINTS", "ORACLES", "Finding", "Oracle", "signature"]
+__all__ = ["ALL", "CHECK_POINTS", "ORACLES", "Finding", "Oracle", "Shared", "signature"]

@@ -31,6 +31,8 @@ CHECK_POINTS: dict[str, str] = {
     "guest_fault": "(cpu, frame, kind, addr): the emulated code raised a fault",
     "text_mismatch": "(cpu, site, what, expected, found): the protocol's expected-bytes check failed",
     "bug": "(cpu, message): the protocol declared a bug of its own",
+    "shared_changed": "(cpu): shared memory, a site's text in memory or a lock changed (a store or "
+                      "a poke reached memory, an atomic, a free, a lock taken or released)",
 }
 
 
@@ -46,6 +48,11 @@ class Oracle:
 
     def __init__(self, machine: Any) -> None:
         self.m = machine
+
+    def active(self) -> bool:
+        """Does this oracle look at anything on this machine? (An inactive one is left out of
+        the check points: it costs nothing.)"""
+        return True
 
     def report(self, cpu: Any, case: str, detail: str, **names: str) -> None:
         self.m.report(cpu, self.id, self.TITLES[case].format(**names), detail)
