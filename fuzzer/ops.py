@@ -128,7 +128,10 @@ class Alloc(Op):
 
 @dataclass(slots=True)
 class Complete(Op):
-    pass
+    """The patch operation on `sites` (every site when empty) is complete: from here on, a CPU
+    that begins fetching one of them must execute what the completing CPU wrote there."""
+
+    sites: tuple[str, ...] = ()
 
 
 class CpuDown(Op):

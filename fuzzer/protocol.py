@@ -156,8 +156,15 @@ class K:
         yield ops.StopMachineExit(enter)
         return result
 
-    def complete(self) -> ops.Complete:
-        return ops.Complete()
+    def complete(self, *sites: str) -> ops.Complete:
+        """Declare the patch of `sites` (default: every site) complete: a CPU that begins to
+        fetch one afterwards must execute the version this CPU sees there now (the
+        stale-after-complete oracle). A later write to a site starts a new operation on it.
+        Without any, every site is complete once all tasks have returned."""
+        unknown = [s for s in sites if s not in self._m.sites]
+        if unknown:
+            raise KeyError(f"k.complete(): no site {unknown[0]!r}")
+        return ops.Complete(tuple(sites))
 
     # ---- locks and hotplug -------------------------------------------------------------------
     def lock(self, name: str) -> ops.LockOp:

@@ -55,9 +55,10 @@ def _digest(image) -> str:
     return hashlib.sha256(image.text + repr(sorted(image.symbols.items())).encode()).hexdigest()
 
 
-def test_every_x86_protocol_is_pinned():
-    x86 = {name for name, cls in _protocols().items() if cls.arch == "x86_64"}
-    assert x86 == set(PINNED), "a new x86 protocol: pin its image here"
+def test_every_shipped_x86_protocol_is_pinned():
+    # test-only protocols added after the generic builder have no older builder to agree with
+    x86 = {name for name, cls in registry().items() if cls.arch == "x86_64"}
+    assert x86 <= set(PINNED), "a new x86 protocol: pin its image here"
 
 
 @pytest.mark.parametrize("name", sorted(PINNED))

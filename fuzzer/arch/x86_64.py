@@ -72,6 +72,15 @@ class X86_64(Arch):
             "cross-modified code).",
         ),
         Rule(
+            "Completion: once a protocol declares a patch complete (k.complete), a CPU that "
+            "begins to fetch the site must execute the completed version; a fetch that began "
+            "before the declaration may still execute what it fetched then (previous rule), so "
+            "stale-after-complete judges only fetches that begin after it.",
+            "Intel SDM Vol. 3A 8.1.3 (a CPU must serialize to be sure to see cross-modified "
+            "code; one that starts fetching later fetches from coherent memory); text_poke_bp()'s "
+            "final text_poke_sync() exists for the CPUs that may still hold the int3.",
+        ),
+        Rule(
             "Only a 1-byte store is atomic for text; a multi-byte poke is a sequence of byte "
             "stores in ascending address order (memcpy).",
             "text_poke_bp() writes the int3 first because 'a single byte write is atomic'; "

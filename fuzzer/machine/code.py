@@ -95,6 +95,7 @@ class Code(Part):
             if site is None:  # an instruction starting inside a site: a fetch point as well
                 site = m.site_containing(hit)
             frame.at_site = site
+            frame.fetch_excused = site.completed is None
             if site in cpu.stale:
                 self.views.sync(cpu, site)
             return

@@ -74,7 +74,7 @@ class FetchModel(Part):
                 "trap" if view[:1] == self.trap else "intended" if verdict else "TORN")
             m.emit(cpu, ev.Fetch, site.name, off, frame.pc, view, label)
         if verdict is WHOLE:
-            if m.completed:
+            if site.completed is not None and not frame.fetch_excused:
                 self.checks.fetch_after_complete(cpu, frame, site, view, off)
         elif verdict is TORN:
             self.checks.fetch_torn(cpu, frame, site, view)

@@ -228,6 +228,7 @@ class Memory(Part):
             whole = bytearray(self.text_as_seen(cpu, site))
             whole[op.offset:op.offset + len(op.data)] = op.data
             self.fetch.written(site, bytes(whole))
+            site.completed = None  # a new operation on the site begins
         off, data = units[frame.poke_pos]
         frame.poke_pos += 1
         cpu.sb.append((("text", site), (off, data)))

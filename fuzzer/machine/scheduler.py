@@ -92,10 +92,13 @@ class Scheduler(Part):
                     elif runnable_check(c):
                         cpu = c
                         break
-                if sync.lock_ops and cpu is not None:
-                    for c in order[order.index(cpu) + 1:]:
-                        if type(c.frames[-1].op) is lock_op:
-                            runnable_check(c)
+                if sync.lock_ops:
+                    if cpu is not None:
+                        for c in order[order.index(cpu) + 1:]:
+                            if type(c.frames[-1].op) is lock_op:
+                                runnable_check(c)
+                    if m.finding is not None:
+                        break  # a lock wait closed a cycle: nothing runs after the finding
                 if cpu is None:
                     if self.memory.drain_every_cpu() or interrupts.end_a_preemption():
                         continue
@@ -121,6 +124,8 @@ class Scheduler(Part):
                             runnable.append(c)
                     elif runnable_check(c):
                         runnable.append(c)
+                if sync.lock_ops and m.finding is not None:
+                    break  # a lock wait closed a cycle: nothing runs after the finding
                 if not runnable:
                     if self.memory.drain_every_cpu() or interrupts.end_a_preemption():
                         continue

@@ -43,7 +43,8 @@ def _state_slots(cls: type) -> tuple[str, ...]:
 class SiteState:
     """One patch site: its truth bytes and the versions it may legitimately be executed in."""
 
-    __slots__ = ("name", "addr", "size", "end", "old", "new", "truth", "intended", "func", "verdicts")
+    __slots__ = ("name", "addr", "size", "end", "old", "new", "truth", "intended", "func", "verdicts",
+                 "completed")
     NOT_STATE = {"name": "identity", "addr": "layout", "size": "layout", "end": "layout",
                  "old": "fixed", "new": "fixed", "func": "layout",
                  "verdicts": "a memo of the fetch verdicts of `intended`"}
@@ -55,14 +56,21 @@ class SiteState:
         self.truth = bytearray(old)
         self.intended: set[bytes] = {old}
         self.verdicts: dict = {}
+        # the version a protocol declared its patch of this site complete with (k.complete), or
+        # None while no operation on it is complete
+        self.completed: bytes | None = None
 
     def reset(self) -> None:
         self.truth[:] = self.old
         self.intended = {self.old}
         self.verdicts = {}
+        self.completed = None
 
     def state(self) -> dict:
-        return {"truth": bytes(self.truth), "intended": tuple(sorted(self.intended))}
+        out = {n: getattr(self, n) for n in _state_slots(type(self))}
+        out["truth"] = bytes(self.truth)
+        out["intended"] = tuple(sorted(self.intended))
+        return out
 
 
 @dataclass(slots=True)
@@ -78,6 +86,9 @@ class Frame:
     poke_pos: int = 0
     task: str = ""
     at_site: Any = None  # the site this code frame is stopped in front of
+    # its fetch there began before the patch of that site was declared complete: bytes stored
+    # since may or may not be seen (the architecture's rule), so it may still run the old code
+    fetch_excused: bool = False
     tags: dict = field(default_factory=dict)
 
     NOT_STATE = {"k": "identity (the frame's CPU)"}

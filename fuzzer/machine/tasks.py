@@ -15,6 +15,7 @@ from .state import Cpu, Frame
 
 
 class Tasks(Part):
+    SIBLINGS = ("memory",)
     def __init__(self, machine) -> None:
         super().__init__(machine)
 
@@ -51,15 +52,21 @@ class Tasks(Part):
         if m.observing:
             m.emit(cpu, ev.TaskDone, op.name)
         if m.tasks_left == 0:
-            self.declare_complete(cpu)
+            # every task returned: every site whose patch is not complete yet is now
+            self.declare_complete(cpu, [s for s in m.sites.values() if s.completed is None])
         m.advance(cpu, frame, None)
 
     def op_complete(self, cpu: Cpu, frame: Frame, op: ops.Complete) -> None:
-        self.declare_complete(cpu)
-        self.m.advance(cpu, frame, None)
-
-    def declare_complete(self, cpu: Cpu) -> None:
         m = self.m
+        self.declare_complete(cpu, [m.sites[n] for n in op.sites] if op.sites else list(m.sites.values()))
+        m.advance(cpu, frame, None)
+
+    def declare_complete(self, cpu: Cpu, sites: list) -> None:
+        """The patch of `sites` is complete with the versions `cpu` sees there now; the run
+        itself winds down a few steps after the first completion (the epilogue)."""
+        m = self.m
+        for site in sites:
+            site.completed = m.memory.text_as_seen(cpu, site)
         if not m.completed:
             m.completed = True
             if m.observing:

@@ -17,8 +17,9 @@ CHECK_POINTS: dict[str, str] = {
                   "whole version the site was ever written to",
     "fetch_foreign": "(cpu, frame, site, view): ... a whole written version, but neither old, new "
                      "nor a trap",
-    "fetch_after_complete": "(cpu, frame, site, view, off): once the protocol declared completion, "
-                            "a CPU is about to execute a whole instruction of a written version",
+    "fetch_after_complete": "(cpu, frame, site, view, off): a CPU whose fetch of the site began "
+                            "after the patch of the site was declared complete is about to execute "
+                            "a whole instruction of a written version",
     "trap_unclaimed": "(cpu, addr, site): the trap handler did not claim a trap that is not foreign",
     "trap_emulate": "(cpu, addr, site, foreign, answer): the trap handler asks to emulate "
                     "`answer.insn` as if it ran at `answer.addr`",

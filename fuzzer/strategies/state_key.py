@@ -28,6 +28,7 @@ import types
 from collections import deque
 
 from ..machine import Cpu, Frame, Machine, SiteState
+from ..machine.part import Part
 from ..ops import NotMine
 from ..protocol import K, Protocol
 
@@ -162,6 +163,8 @@ class StateKey:
             return ("C", v.idx)
         if isinstance(v, Machine):
             return ("M",)
+        if isinstance(v, Part):
+            return ("part", type(v).__name__)  # its state is in the machine's state view
         if isinstance(v, Protocol):
             return ("P",)  # its attributes are part of the key once, at the top
         if t is NotMine:
