@@ -23,16 +23,24 @@ class Call:
     """A `call <symbol>` at the site (encoded per site address by the architecture)."""
 
     symbol: str
+    kind = "call"
 
 
 @dataclass(frozen=True)
 class Jmp:
+    """A `jmp <symbol>` at the site."""
+
     symbol: str
+    kind = "jmp"
 
 
 @dataclass(frozen=True)
 class Site:
-    old: bytes
+    """A patch site: the first instruction of a traced function. `old` and `new` are bytes, or
+    a call or jump to a symbol of the image (`ftrace_caller`, `ftrace_stub`, `<site>_func`,
+    or one the protocol declares in `symbols`), resolved for the site's address."""
+
+    old: Any  # bytes, Call or Jmp
     new: Any  # bytes, Call or Jmp
 
 
@@ -76,6 +84,13 @@ class K:
 
     def site_at(self, addr: int):
         return self._m.site_by_addr.get(addr)
+
+    def symbol(self, name: str) -> int:
+        """The address of a symbol of this run's image."""
+        try:
+            return self._m.image.symbols[name]
+        except KeyError:
+            raise KeyError(f"no symbol {name!r} in the image") from None
 
     # ---- memory --------------------------------------------------------------------------------
     def load(self, var: str) -> ops.Load:
@@ -204,7 +219,11 @@ class Protocol:
 
     name: ClassVar[str] = "?"
     arch: ClassVar[str] = "x86_64"
+    # the sites it patches: a class attribute, or a property when variants change them (it
+    # may read `self.v`)
     sites: ClassVar[dict[str, Site]] = {}
+    # more functions the image lays out for it (call or jump targets for its sites)
+    symbols: ClassVar[tuple[str, ...]] = ()
     # variant name -> parameters overriding `params`; the first variant is the default
     variants: ClassVar[dict[str, dict[str, Any]]] = {}
     params: ClassVar[dict[str, Any]] = {}
@@ -214,6 +233,10 @@ class Protocol:
     summary: ClassVar[str] = ""
     variant_help: ClassVar[dict[str, str]] = {}
     uses_hotplug: ClassVar[bool] = False
+    # The tasks it runs: method name -> the CPU it runs on (negative: counted from the last
+    # CPU). None: `patcher` on CPU 0, and with `uses_hotplug` its `hotplug` on the last CPU.
+    # The other CPUs run the image's caller loop; a task that returns does too.
+    tasks: ClassVar[dict[str, int] | None] = None
 
     def __init__(self, variant: str):
         if variant not in self.variants:
@@ -231,6 +254,25 @@ class Protocol:
         `s.locked(lock)`, `s.freed(var)`). The `invariant` oracle reports the first change after
         which one is false, titled "invariant violated: <name>"."""
         return {}
+
+    def task_cpus(self, ncpus: int) -> dict[str, int]:
+        """Each task's CPU on a machine of `ncpus` CPUs."""
+        tasks = self.tasks
+        if tasks is None:
+            tasks = {"patcher": 0, **({"hotplug": -1} if self.uses_hotplug else {})}
+        placed = {name: cpu % ncpus if -ncpus <= cpu < ncpus else None for name, cpu in tasks.items()}
+        bad = [n for n, c in placed.items() if c is None]
+        if bad:
+            raise ValueError(f"{self.name}: task {bad[0]!r} is placed on CPU {tasks[bad[0]]}, "
+                             f"which a {ncpus}-CPU machine does not have")
+        shared = [c for c in set(placed.values()) if list(placed.values()).count(c) > 1]
+        if shared:
+            raise ValueError(f"{self.name}: tasks {', '.join(n for n, c in placed.items() if c == shared[0])} "
+                             f"share CPU {shared[0]}; give each its own")
+        missing = [n for n in placed if not callable(getattr(self, n, None))]
+        if missing:
+            raise ValueError(f"{self.name}: task {missing[0]!r} has no method of that name")
+        return placed
 
     def patcher(self, k: K) -> Iterator:
         raise NotImplementedError

@@ -40,6 +40,7 @@ class SiteLayout:
     addr: int
     size: int
     func: int  # entry of the traced function the site belongs to (its first patchable insn)
+    old: bytes = b""  # the site's old version as laid out here
 
 
 @dataclass
@@ -169,11 +170,13 @@ class Arch:
         self._cs, self._lengths = _decoder(self.cs_arch, self.cs_mode)
 
     # ---- image and CPUs --------------------------------------------------------------------
-    def build_image(self, sites: Mapping[str, Any], calls_irqs_off: bool = True) -> Image:
-        """Lay out the generated kernel from this ISA's emitters (see image.py)."""
+    def build_image(self, sites: Mapping[str, Any], calls_irqs_off: bool = True,
+                    symbols: tuple[str, ...] = ()) -> Image:
+        """Lay out the generated kernel from this ISA's emitters (see image.py); `symbols`:
+        more functions a protocol's sites may call or jump to."""
         from .image import build_image
 
-        return build_image(self, sites, calls_irqs_off)
+        return build_image(self, sites, calls_irqs_off, symbols)
 
     def new_cpu(self, image: Image, cpu_index: int, hooks: CpuHooks) -> UnicornCpu:
         """Create the emulator for one CPU with its own copy (view) of the text."""

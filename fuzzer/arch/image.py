@@ -6,6 +6,11 @@ loop every thread context runs (one call per site, and the first site once more 
 so an IPI has to wait for it), an NMI handler that calls every traced function and ends in the
 stop instruction, and a kprobe'd function whose breakpoint is someone else's. Functions are
 16-byte aligned, padded with the ISA's filler.
+
+A protocol may declare more functions (`Protocol.symbols`, laid out like the tracer: they
+count their calls and return), and a site's old or new instruction may be a call or a jump to
+any symbol (`protocol.Call`, `protocol.Jmp`), encoded for the site's address in this layout:
+the image is laid out twice when an old instruction needs an address found only later.
 """
 
 from __future__ import annotations
@@ -18,8 +23,36 @@ from .base import Arch, Image, SiteLayout
 FUNC_ALIGN = 16
 
 
-def build_image(arch: Arch, sites: Mapping[str, Any], calls_irqs_off: bool = True) -> Image:
-    """`sites`: name -> an object with the site's `old` bytes (protocol.Site)."""
+def build_image(arch: Arch, sites: Mapping[str, Any], calls_irqs_off: bool = True,
+                extra: tuple[str, ...] = ()) -> Image:
+    """`sites`: name -> a `protocol.Site` (its `old`: bytes, or a call or jump to a symbol);
+    `extra`: more functions to lay out, by name."""
+    first = _layout(arch, sites, calls_irqs_off, extra, None)
+    if all(isinstance(site.old, (bytes, bytearray)) for site in sites.values()):
+        return first
+    image = _layout(arch, sites, calls_irqs_off, extra, first.symbols)
+    assert image.symbols == first.symbols, "an old instruction's encoding changed its length"
+    return image
+
+
+def resolve(arch: Arch, spec: Any, at: int, symbols: Mapping[str, int] | None) -> bytes:
+    """A site version's bytes at address `at`: bytes as they are, a call or jump encoded for
+    its target (`symbols` None: a placeholder of the right length, for a first layout)."""
+    kind = getattr(spec, "kind", None)
+    if kind is None:
+        return bytes(spec)
+    if symbols is None:
+        target = at
+    elif spec.symbol in symbols:
+        target = symbols[spec.symbol]
+    else:
+        raise ValueError(f"no symbol {spec.symbol!r} in the image; known: {', '.join(sorted(symbols))} "
+                         "(declare it in the protocol's `symbols`)")
+    return arch.encode_call(at, target) if kind == "call" else arch.encode_jmp(at, target)
+
+
+def _layout(arch: Arch, sites: Mapping[str, Any], calls_irqs_off: bool, extra: tuple[str, ...],
+            known: Mapping[str, int] | None) -> Image:
     base = arch.text_base
     code = bytearray()
     symbols: dict[str, int] = {}
@@ -44,14 +77,22 @@ def build_image(arch: Arch, sites: Mapping[str, Any], calls_irqs_off: bool = Tru
     symbols["ftrace_stub"] = here()
     code += arch.ret()
     align()
+    for name in extra:
+        if name in symbols:
+            raise ValueError(f"symbol {name!r} is already in the image")
+        symbols[name] = here()
+        code += arch.counter_inc("tracer")
+        code += arch.tracer_return()
+        align()
     for name, site in sites.items():
         func = here()
         symbols[f"{name}_func"] = func
         code += arch.traced_entry()
         if here() % arch.atomic_store:
             raise ValueError(f"{arch.name}: site {name} would not be aligned for an atomic store")
-        layouts[name] = SiteLayout(name=name, addr=here(), size=len(site.old), func=func)
-        code += site.old
+        old = resolve(arch, site.old, here(), known)
+        layouts[name] = SiteLayout(name=name, addr=here(), size=len(old), func=func, old=old)
+        code += old
         code += arch.counter_inc("work")
         code += arch.ret()
         align()

@@ -23,7 +23,10 @@ def build_machine(spec: str, cpus: int, stop_machine_serializes: bool | None) ->
         cls, variant = resolve(spec)
     except UnknownProtocol as e:
         raise UserError(str(e)) from None
-    return Machine(cls, variant, Config(cpus=cpus, stop_machine_serializes=stop_machine_serializes))
+    try:
+        return Machine(cls, variant, Config(cpus=cpus, stop_machine_serializes=stop_machine_serializes))
+    except (ValueError, KeyError) as e:  # the protocol's declarations (sites, symbols, tasks)
+        raise UserError(f"protocol {cls.name}: {e.args[0] if e.args else e}") from None
 
 
 def read_schedule(text: str) -> bytes:

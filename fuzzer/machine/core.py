@@ -26,12 +26,13 @@ from typing import Any
 
 from .. import events as ev
 from ..arch import get_arch
+from ..arch.image import resolve
 from ..choices import Abandon, Choices
 from ..events import Renderer
 from ..oracles import ALL as ALL_ORACLES
 from ..oracles import CHECK_POINTS, Finding
 from ..oracles.titles import sanitize
-from ..protocol import Call, Jmp, K, Protocol
+from ..protocol import K, Protocol
 from .code import Code
 from .coverage import Coverage
 from .fetch import FetchModel
@@ -103,14 +104,15 @@ class Machine:
         self.arch = get_arch(protocol_cls.arch)
         smz = self.config.stop_machine_serializes
         self.stop_machine_serializes = self.arch.stop_machine_serializes if smz is None else smz
-        self.image = self.arch.build_image(protocol_cls.sites)
+        specs = self.proto.sites  # the variant's sites (a protocol may compute them)
+        self.image = self.arch.build_image(specs, symbols=tuple(protocol_cls.symbols))
         self.sites: dict[str, SiteState] = {}
-        for name, spec in protocol_cls.sites.items():
+        for name, spec in specs.items():
             lay = self.image.sites[name]
-            new = self._resolve(spec.new, lay.addr)
-            if len(new) != len(spec.old):
+            new = resolve(self.arch, spec.new, lay.addr, self.image.symbols)
+            if len(new) != len(lay.old):
                 raise ValueError(f"site {name}: new and old versions differ in length")
-            self.sites[name] = SiteState(name, lay.addr, bytes(spec.old), new, lay.func)
+            self.sites[name] = SiteState(name, lay.addr, lay.old, new, lay.func)
         self.site_by_addr = {s.addr: s for s in self.sites.values()}
         self._site_ranges = [(s.addr, s.end, s) for s in self.sites.values()]
         self.ncpus = self.config.cpus
@@ -147,13 +149,6 @@ class Machine:
             raise TypeError(f"blocking ops without a readiness check: {', '.join(unready)}")
         self.tracing = self.observing = False
         self.coverage: Coverage | None = None
-
-    def _resolve(self, spec, addr: int) -> bytes:
-        if isinstance(spec, Call):
-            return self.arch.encode_call(addr, self.image.symbols[spec.symbol])
-        if isinstance(spec, Jmp):
-            return self.arch.encode_jmp(addr, self.image.symbols[spec.symbol])
-        return bytes(spec)
 
     # ================================================================ a run
     def run(self, schedule: bytes = b"", trace: bool = False, source=None,

@@ -1,9 +1,10 @@
 """The protocol's tasks, and what the other CPUs run: their caller loops.
 
-CPU 0 runs the protocol's `patcher`; with `uses_hotplug`, the last CPU runs its `hotplug` task;
-every other CPU runs the image's caller loop, calling the traced functions over and over. A
-task that returns goes on to run the caller loop too. The protocol is complete once every task
-has returned, or when it says so (`k.complete()`).
+Each task the protocol declares (`Protocol.tasks`: a patcher, a second patcher, a module
+loader, CPU hotplug, ...) runs on its CPU; every other CPU runs the image's caller loop, calling
+the traced functions over and over. A task that returns goes on to run the caller loop too.
+Every site's patch is complete once every task has returned, unless the protocol said so
+earlier (`k.complete()`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ from .state import Cpu, Frame
 
 class Tasks(Part):
     SIBLINGS = ("memory",)
+    NOT_STATE = {"on_cpu": "the protocol's task placement, fixed"}
+
     def __init__(self, machine) -> None:
         super().__init__(machine)
+        self.on_cpu = {cpu: name for name, cpu in machine.proto.task_cpus(machine.ncpus).items()}
 
     def handlers(self) -> dict:
         return {ops.TaskDone: self.op_task_done, ops.Complete: self.op_complete}
@@ -25,15 +29,9 @@ class Tasks(Part):
     def start(self) -> None:
         m = self.m
         proto = m.proto
-        hot = m.protocol_cls.uses_hotplug
         for cpu in m.cpus:
-            task = ""
-            if cpu.idx == 0:
-                task, body = "patcher", self._task(cpu.k, proto.patcher, "patcher")
-            elif hot and cpu.idx == m.ncpus - 1:
-                task, body = "hotplug", self._task(cpu.k, proto.hotplug, "hotplug")
-            else:
-                body = self._caller_loop()
+            task = self.on_cpu.get(cpu.idx, "")
+            body = self._task(cpu.k, getattr(proto, task), task) if task else self._caller_loop()
             m.push(cpu, Frame("thread", body, cpu.k, task=task))
 
     def _task(self, k, fn, name: str):
