@@ -176,14 +176,15 @@ class Free(Event):
 @dataclass(slots=True, eq=False)
 class Waited(Event):
     what: str
-    var: str
+    var: str | tuple[str, ...]  # several variables: their values are a tuple
     value: Any
 
     def text(self, r: Renderer) -> str:
-        return f"waited until {self.what} ({self.var} = {fmt(self.value)})"
+        names = self.var if isinstance(self.var, str) else ", ".join(self.var)
+        return f"waited until {self.what} ({names} = {fmt(self.value)})"
 
     def reads(self) -> tuple[str, ...]:
-        return (self.var,)
+        return (self.var,) if isinstance(self.var, str) else tuple(self.var)
 
 
 # ---- text ------------------------------------------------------------------------------------

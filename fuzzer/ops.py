@@ -90,10 +90,32 @@ class SyncCores(Op):
 
 @dataclass(slots=True)
 class WaitUntil(Op):
-    var: str
-    pred: Callable[[Any], bool]
+    """Block until `pred` holds of `var`'s value, or of the values of several variables (`var`
+    a tuple: `pred(*values)`)."""
+
+    var: str | tuple[str, ...]
+    pred: Callable[..., bool]
     what: str
     blocking = True
+
+
+@dataclass(slots=True)
+class IrqSave(Op):
+    """local_irq_save(): IRQs off on this CPU's frame; the answer is the previous state."""
+
+
+@dataclass(slots=True)
+class IrqRestore(Op):
+    """local_irq_restore(flags): IRQs back to the state `flags` says (True: they were off)."""
+
+    flags: bool
+
+
+@dataclass(slots=True)
+class Preempt(Op):
+    """preempt_disable() (delta 1) / preempt_enable() (delta -1)."""
+
+    delta: int
 
 
 @dataclass(slots=True)

@@ -132,10 +132,14 @@ class K:
     def atomic_inc_return(self, var: str) -> ops.Atomic:
         return self.atomic_inc(var)
 
-    def wait_until(self, var: str, pred, what: str = "") -> ops.WaitUntil:
-        """Block until `pred(value of var)` holds. `pred` must be pure: the scheduler calls it
-        whenever it asks whether this CPU can run, as often as it likes."""
-        return ops.WaitUntil(var, pred, what or var)
+    def wait_until(self, var: str | tuple[str, ...], pred, what: str = "") -> ops.WaitUntil:
+        """Block until `pred(value of var)` holds, or with several variables (a tuple of
+        names) `pred(value, value, ...)`; the answer is the value (or the tuple of values).
+        `pred` must be pure: the scheduler calls it whenever it asks whether this CPU can run,
+        as often as it likes."""
+        if not isinstance(var, str):
+            var = tuple(var)
+        return ops.WaitUntil(var, pred, what or (var if isinstance(var, str) else ", ".join(var)))
 
     def alloc(self, var: str, value: Any) -> ops.Alloc:
         return ops.Alloc(var, value)
@@ -180,6 +184,42 @@ class K:
         if unknown:
             raise KeyError(f"k.complete(): no site {unknown[0]!r}")
         return ops.Complete(tuple(sites))
+
+    # ---- IRQs and preemption ---------------------------------------------------------------
+    def local_irq_save(self) -> ops.IrqSave:
+        """IRQs off on this CPU (IPIs wait, stop_machine cannot park it); the answer is the
+        flags to restore."""
+        return ops.IrqSave()
+
+    def local_irq_restore(self, flags: bool) -> ops.IrqRestore:
+        return ops.IrqRestore(bool(flags))
+
+    def preempt_disable(self) -> ops.Preempt:
+        """The task cannot be switched out (stop_machine's stopper thread cannot run here)."""
+        return ops.Preempt(1)
+
+    def preempt_enable(self) -> ops.Preempt:
+        return ops.Preempt(-1)
+
+    def spin_lock(self, name: str) -> Iterator:
+        """`yield from k.spin_lock(name)`: preemption off, then spin for the lock."""
+        yield ops.Preempt(1)
+        yield ops.LockOp(name, "mutex")
+
+    def spin_unlock(self, name: str) -> Iterator:
+        yield ops.UnlockOp(name, "mutex")
+        yield ops.Preempt(-1)
+
+    def spin_lock_irqsave(self, name: str) -> Iterator:
+        """`flags = yield from k.spin_lock_irqsave(name)`: IRQs off first, then spin for the lock
+        (raw_spin_lock_irqsave): a CPU spinning here takes no IPI."""
+        flags = yield ops.IrqSave()
+        yield ops.LockOp(name, "mutex")
+        return flags
+
+    def spin_unlock_irqrestore(self, name: str, flags: bool) -> Iterator:
+        yield ops.UnlockOp(name, "mutex")
+        yield ops.IrqRestore(bool(flags))
 
     # ---- locks and hotplug -------------------------------------------------------------------
     def lock(self, name: str) -> ops.LockOp:

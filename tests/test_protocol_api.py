@@ -137,3 +137,90 @@ def test_task_placement_errors_are_clear():
 
     with pytest.raises(ValueError, match="unloader"):
         Machine(NoMethod, "v", Config(cpus=4))
+
+
+class SpinAndSync(Protocol):
+    """The patcher syncs every CPU (IPIs) while another CPU spins for a lock the patcher holds.
+    With the spin done with IRQs off (raw_spin_lock_irqsave), the IPI can never be taken."""
+
+    name = "test/spin_and_sync"
+    sites = {"fentry": Site(old=NOP5, new=Call("ftrace_caller"))}
+    tasks = {"patcher": 0, "other": 1}
+    params = dict(irqsave=True, sync_under_lock=True)
+    variants = {"deadlock": {}, "irqs-on": dict(irqsave=False), "sync-after-unlock": dict(sync_under_lock=False)}
+    expect = {"deadlock": "deadlock", "irqs-on": None, "sync-after-unlock": None}
+
+    def patcher(self, k):
+        flags = yield from k.spin_lock_irqsave("L")
+        yield k.atomic_inc("held")
+        if self.v.sync_under_lock:
+            yield k.sync_cores()
+        yield from k.spin_unlock_irqrestore("L", flags)
+        if not self.v.sync_under_lock:
+            yield k.sync_cores()
+
+    def other(self, k):
+        yield k.wait_until(("held", "never"), lambda held, never: held == 1 and never == 0, "the patcher holds L")
+        if self.v.irqsave:
+            flags = yield from k.spin_lock_irqsave("L")
+            yield from k.spin_unlock_irqrestore("L", flags)
+        else:
+            yield k.lock("L")
+            yield k.unlock("L")
+
+
+def test_spinning_with_irqs_off_cannot_take_an_ipi():
+    from fuzzer.campaign import fuzz
+    from fuzzer.strategies.exhaustive import ExhaustiveStrategy
+
+    for variant, expected in SpinAndSync.expect.items():
+        m = Machine(SpinAndSync, variant, Config(cpus=2))
+        res = fuzz(m, ExhaustiveStrategy(), schedules=50000)
+        found = {rec.finding.oracle for rec in res.crashes.values()}
+        if expected:
+            assert found == {"deadlock"}, (variant, found)
+            titles = {rec.finding.title for rec in res.crashes.values()}
+            assert titles == {"deadlock: IPI can never be taken"}
+        else:
+            assert res.exhausted and not found, (variant, found)
+
+
+class StopWhileNotPreemptible(Protocol):
+    """A task spins with preemption disabled until the patcher's stop_machine is over: the
+    stopper thread can never run on its CPU."""
+
+    name = "test/stop_while_not_preemptible"
+    sites = {"fentry": Site(old=NOP5, new=Call("ftrace_caller"))}
+    tasks = {"patcher": 0, "other": 1}
+    params = dict(preempt_off=True)
+    variants = {"deadlock": {}, "preemptible": dict(preempt_off=False)}
+    expect = {"deadlock": "deadlock", "preemptible": None}
+
+    def patcher(self, k):
+        yield k.wait_until("spinning", lambda v: v == 1)
+        yield from k.stop_machine(lambda k: iter([k.poke("fentry", k.site("fentry").new)]))
+        yield k.atomic_inc("done")
+
+    def other(self, k):
+        if self.v.preempt_off:
+            yield k.preempt_disable()
+        yield k.atomic_inc("spinning")
+        if self.v.preempt_off:
+            yield k.wait_until("done", lambda v: v == 1)
+            yield k.preempt_enable()
+
+
+def test_a_task_with_preemption_disabled_cannot_be_parked():
+    dead = Machine(StopWhileNotPreemptible, "deadlock", Config(cpus=2)).run(b"")
+    assert dead.finding is not None and dead.finding.oracle == "deadlock"
+    fine = Machine(StopWhileNotPreemptible, "preemptible", Config(cpus=2))
+    strat = RandomStrategy(seed=2)
+    for _ in range(100):
+        f = fine.run(strat.next_schedule()).finding
+        assert f is None or f.oracle != "deadlock", f  # (NMIs still tear the naive write)
+
+
+def test_wait_until_reads_several_variables():
+    m = Machine(SpinAndSync, "sync-after-unlock", Config(cpus=2))
+    r = m.run(b"", trace=True)
+    assert any("waited until the patcher holds L (held, never = (1, 0))" in ln for ln in r.trace)

@@ -51,7 +51,9 @@ class Interrupts(Part):
 
 
     def handlers(self) -> dict:
-        return {ops.SyncCore: self.op_sync_core, ops.SyncCores: self.op_sync_cores}
+        return {ops.SyncCore: self.op_sync_core, ops.SyncCores: self.op_sync_cores,
+                ops.IrqSave: self.op_irq_save, ops.IrqRestore: self.op_irq_restore,
+                ops.Preempt: self.op_preempt}
 
     def readiness(self) -> dict:
         return {ops.SyncCores: self.sync_cores_ready}
@@ -67,6 +69,21 @@ class Interrupts(Part):
         if type(top.op) is ops.RunCode and top.code_active:
             return cpu.hw.irqs_enabled()
         return True
+
+    def op_irq_save(self, cpu: Cpu, frame: Frame, op: ops.IrqSave) -> None:
+        was_off = frame.irqs_off
+        frame.irqs_off = True
+        self.m.advance(cpu, frame, was_off)
+
+    def op_irq_restore(self, cpu: Cpu, frame: Frame, op: ops.IrqRestore) -> None:
+        frame.irqs_off = op.flags
+        self.m.advance(cpu, frame, None)
+
+    def op_preempt(self, cpu: Cpu, frame: Frame, op: ops.Preempt) -> None:
+        frame.preempt_count += op.delta
+        if frame.preempt_count < 0:
+            raise ValueError("preempt_enable() without preempt_disable()")
+        self.m.advance(cpu, frame, None)
 
     # ---- traps ---------------------------------------------------------------------------------
     def trap(self, cpu: Cpu, addr: int, foreign: bool) -> None:

@@ -207,13 +207,18 @@ class Memory(Part):
 
     def wait_ready(self, cpu: Cpu, frame: Frame, op: ops.WaitUntil) -> bool:
         try:
-            return bool(op.pred(self.peek(cpu, op.var)))
+            if type(op.var) is str:
+                return bool(op.pred(self.peek(cpu, op.var)))
+            return bool(op.pred(*(self.peek(cpu, var) for var in op.var)))
         except TypeError:
             return False
 
     def op_wait(self, cpu: Cpu, frame: Frame, op: ops.WaitUntil) -> None:
         m = self.m
-        v = self.load(cpu, op.var, frame)
+        if type(op.var) is str:
+            v = self.load(cpu, op.var, frame)
+        else:
+            v = tuple(self.load(cpu, var, frame) for var in op.var)
         if m.finding is None:
             if m.observing:
                 m.emit(cpu, ev.Waited, op.what, op.var, v)

@@ -86,6 +86,7 @@ class Frame:
     poke_pos: int = 0
     task: str = ""
     at_site: Any = None  # the site this code frame is stopped in front of
+    preempt_count: int = 0  # preempt_disable() nesting of the task this frame runs
     # its fetch there began before the patch of that site was declared complete: bytes stored
     # since may or may not be seen (the architecture's rule), so it may still run the old code
     fetch_excused: bool = False

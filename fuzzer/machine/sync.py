@@ -179,8 +179,10 @@ class Sync(Part):
         m.advance(cpu, frame, None)
 
     def can_park(self, cpu: Cpu) -> bool:
-        # The stopper thread runs once the CPU can schedule: thread context, IRQs on.
-        return len(cpu.frames) == 1 and (self.interrupts.irqs_on(cpu) or not cpu.frames[0].code_active)
+        # The stopper thread runs once the CPU can schedule: thread context, IRQs on,
+        # preemption enabled.
+        return (len(cpu.frames) == 1 and not cpu.frames[0].preempt_count
+                and (self.interrupts.irqs_on(cpu) or not cpu.frames[0].code_active))
 
     def park(self, cpu: Cpu) -> None:
         m = self.m
@@ -212,7 +214,8 @@ class Sync(Part):
     # ---- hotplug -------------------------------------------------------------------------------
     def cpu_down_ready(self, cpu: Cpu, frame: Frame, op: ops.CpuDown) -> bool:
         target = self.m.cpus[op.cpu]
-        return target.online and len(target.frames) == 1 and self.interrupts.irqs_on(target)
+        return (target.online and len(target.frames) == 1 and not target.frames[0].preempt_count
+                and self.interrupts.irqs_on(target))
 
     def op_cpu_down(self, cpu: Cpu, frame: Frame, op: ops.CpuDown) -> None:
         m = self.m
