@@ -171,27 +171,35 @@ class CpuUp(Op):
 
 class StopMachineEnter(Op):
     """Start stop_machine. Yielding it asks every other online CPU to park (the machine does
-    that at the yield, `sm` is the rendezvous); it proceeds once all have parked."""
+    that at the yield, `sm` is the rendezvous); it proceeds once all have parked. With
+    `every_cpu`, each parked CPU then runs `fn` too (multi_cpu_stop), as soon as it is
+    scheduled."""
 
-    __slots__ = ("sm",)
+    __slots__ = ("sm", "fn")
     blocking = True
 
-    def __init__(self) -> None:
+    def __init__(self, fn=None) -> None:
         self.sm = None
+        self.fn = fn  # the callback every parked CPU runs, or None
 
 
-@dataclass(slots=True)
 class StopMachineExit(Op):
-    """Release the CPUs parked by `enter`."""
+    """Release the CPUs parked by `enter` (once each has run the callback, with every_cpu)."""
 
-    enter: StopMachineEnter
+    __slots__ = ("enter",)
+    blocking = True
+
+    def __init__(self, enter: StopMachineEnter) -> None:
+        self.enter = enter
 
 
 @dataclass(slots=True)
 class Park(Op):
-    """Yielded by the machine's own parked frame: held in the rendezvous until released."""
+    """Yielded by the machine's own parked frame: held in the rendezvous until released, or
+    (`until_run`) until every CPU has arrived and the callback may run."""
 
     sm: Any
+    until_run: bool = False
     blocking = True
 
 

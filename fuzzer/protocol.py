@@ -166,10 +166,14 @@ class K:
     def sync_cores(self) -> ops.SyncCores:
         return ops.SyncCores()
 
-    def stop_machine(self, fn) -> Iterator:
+    def stop_machine(self, fn, every_cpu: bool = False) -> Iterator:
         """Use as `yield from k.stop_machine(fn)`: `fn(k)` is a coroutine run on this CPU while
-        every other online CPU is parked in the rendezvous with IRQs off (NMIs still arrive)."""
-        enter = ops.StopMachineEnter()
+        every other online CPU is parked in the rendezvous with IRQs off (NMIs still arrive).
+        With `every_cpu`, every online CPU runs `fn(its k)` once all have arrived, each when it
+        is next scheduled, as multi_cpu_stop() does (so a protocol can write the kernel's
+        `cpu_count` rendezvous: the last CPU to arrive patches, the others wait), and the
+        release waits until every CPU has returned from it; the answer is this CPU's."""
+        enter = ops.StopMachineEnter(fn if every_cpu else None)
         yield enter
         result = yield from fn(self)
         yield ops.StopMachineExit(enter)

@@ -224,3 +224,49 @@ def test_wait_until_reads_several_variables():
     m = Machine(SpinAndSync, "sync-after-unlock", Config(cpus=2))
     r = m.run(b"", trace=True)
     assert any("waited until the patcher holds L (held, never = (1, 0))" in ln for ln in r.trace)
+
+
+class LastCpuPatches(Protocol):
+    """aarch64_insn_patch_text_cb() on every CPU: the last CPU to arrive patches, then adds one
+    more to cpu_count to let the others go; they wait for it, then resynchronize
+    (isb(), sync_core() here). `no-notify` leaves out the extra increment."""
+
+    name = "test/last_cpu_patches"
+    sites = {"fentry": Site(old=NOP5, new=Call("ftrace_caller"))}
+    params = dict(notify=True)
+    variants = {"correct": {}, "no-notify": dict(notify=False)}
+    expect = {"correct": None, "no-notify": "deadlock"}
+
+    def patcher(self, k):
+        patched = yield from k.stop_machine(self._cb, every_cpu=True)
+        if patched:
+            yield k.atomic_inc("patched_by_caller")
+
+    def _cb(self, k):
+        if (yield k.atomic_inc_return("cpu_count")) == k.ncpus:
+            yield k.poke("fentry", k.site("fentry").new)
+            yield k.atomic_inc("patches")
+            if self.v.notify:
+                yield k.atomic_inc("cpu_count")
+            return True
+        yield k.wait_until("cpu_count", lambda n: n > k.ncpus, "the patch is written")
+        yield k.sync_core()
+        return False
+
+
+def test_stop_machine_runs_the_callback_on_every_cpu():
+    from fuzzer.campaign import fuzz
+    from fuzzer.strategies.exhaustive import ExhaustiveStrategy
+
+    m = Machine(LastCpuPatches, "correct", Config(cpus=3))
+    strat = RandomStrategy(seed=4)
+    callers_patched = set()
+    for _ in range(200):
+        s = bytes(b if b < 200 else 0 for b in strat.next_schedule())  # no NMIs: a clean rendezvous
+        r = m.run(s)
+        assert r.finding is None, r.finding
+        assert m.memory.mem["patches"] == 1 and m.memory.mem["cpu_count"] == 4
+        callers_patched.add(m.memory.mem.get("patched_by_caller", 0))
+    assert callers_patched == {0, 1}  # arrival order decides who patches: skew is real
+    dead = fuzz(Machine(LastCpuPatches, "no-notify", Config(cpus=2)), ExhaustiveStrategy(nmis=0), schedules=5000)
+    assert {rec.finding.oracle for rec in dead.crashes.values()} == {"deadlock"}

@@ -201,14 +201,17 @@ class Lock:
 
 
 class StopMachineState:
-    """One stop_machine rendezvous: the calling CPU, the CPUs parked so far, the release."""
+    """One stop_machine rendezvous: the calling CPU, the CPUs parked so far, the release; with
+    a callback for every CPU, that callback and the CPUs that have returned from it."""
 
-    __slots__ = ("caller", "arrived", "released")
+    __slots__ = ("caller", "arrived", "released", "fn", "finished")
 
-    def __init__(self, caller: int):
+    def __init__(self, caller: int, fn=None):
         self.caller = caller
         self.arrived: set[int] = set()
         self.released = False
+        self.fn = fn
+        self.finished: set[int] = set()
 
 
 @dataclass

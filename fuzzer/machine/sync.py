@@ -48,7 +48,8 @@ class Sync(Part):
 
     def readiness(self) -> dict:
         return {ops.LockOp: self.lock_ready, ops.Park: self.park_ready,
-                ops.StopMachineEnter: self.stop_ready, ops.CpuDown: self.cpu_down_ready}
+                ops.StopMachineEnter: self.stop_ready, ops.StopMachineExit: self.stop_exit_ready,
+                ops.CpuDown: self.cpu_down_ready}
 
     def on_yield(self) -> dict:
         """Ops whose yield itself has an effect, at the moment the coroutine yields them."""
@@ -152,15 +153,21 @@ class Sync(Part):
     def stop_requested(self, cpu: Cpu, frame: Frame, op: ops.StopMachineEnter) -> None:
         """The caller's coroutine asked for stop_machine: drain its stores, ask every other
         online CPU to park."""
-        sm = op.sm = StopMachineState(cpu.idx)
+        sm = op.sm = StopMachineState(cpu.idx, op.fn)
         self.memory.drain(cpu, len(cpu.sb))
         for other in self.m.cpus:
             if other.idx != cpu.idx and other.online:
                 other.set_stop_req(sm)
 
     def stop_ready(self, cpu: Cpu, frame: Frame, op: ops.StopMachineEnter) -> bool:
-        sm = op.sm
+        return self._all_arrived(op.sm)
+
+    def _all_arrived(self, sm: StopMachineState) -> bool:
         return all(c.idx in sm.arrived for c in self.m.cpus if c.online and c.idx != sm.caller)
+
+    def stop_exit_ready(self, cpu: Cpu, frame: Frame, op: ops.StopMachineExit) -> bool:
+        sm = op.enter.sm
+        return sm.fn is None or sm.finished >= sm.arrived
 
     def op_stop_enter(self, cpu: Cpu, frame: Frame, op: ops.StopMachineEnter) -> None:
         m = self.m
@@ -192,13 +199,19 @@ class Sync(Part):
         if m.observing:
             m.emit(cpu, ev.Parked)
 
+        k = cpu.k
+
         def parked():
+            if sm.fn is not None:  # multi_cpu_stop: every CPU runs the callback
+                yield ops.Park(sm, until_run=True)
+                yield from sm.fn(k)
+                sm.finished.add(k.cpu)
             yield ops.Park(sm)
 
-        m.push(cpu, Frame("parked", parked(), cpu.k, irqs_off=True))
+        m.push(cpu, Frame("parked", parked(), k, irqs_off=True))
 
     def park_ready(self, cpu: Cpu, frame: Frame, op: ops.Park) -> bool:
-        return op.sm.released
+        return self._all_arrived(op.sm) if op.until_run else op.sm.released
 
     def op_park(self, cpu: Cpu, frame: Frame, op: ops.Park) -> None:
         # released: this CPU leaves the rendezvous when it is next scheduled
