@@ -18,7 +18,7 @@ class Retarget(TextPokeBP):
     name = "test/retarget"
     symbols = ("ftrace_regs_caller",)
     variants = {"correct": {}, "no-sync-after-int3": dict(sync_after_int3=False)}
-    expect = {"correct": None, "no-sync-after-int3": None}
+    expect = {"correct": None, "no-sync-after-int3": "torn-fetch"}
 
     @property
     def sites(self):
@@ -270,3 +270,30 @@ def test_stop_machine_runs_the_callback_on_every_cpu():
     assert callers_patched == {0, 1}  # arrival order decides who patches: skew is real
     dead = fuzz(Machine(LastCpuPatches, "no-notify", Config(cpus=2)), ExhaustiveStrategy(nmis=0), schedules=5000)
     assert {rec.finding.oracle for rec in dead.crashes.values()} == {"deadlock"}
+
+
+def test_a_retargeted_call_can_tear_because_targets_are_far_apart():
+    # laid out next to each other, the two tracers' calls differed in one byte of the offset
+    # and no fetch could mix them; as in a kernel, they are now far apart
+    m = Machine(Retarget, "no-sync-after-int3", Config(cpus=4))
+    old, new = m.sites["fentry"].old, m.sites["fentry"].new
+    assert all(a != b for a, b in zip(old[1:], new[1:]))
+    strat = RandomStrategy(seed=0)
+    torn = [f for _ in range(300) if (f := m.run(strat.next_schedule()).finding) and f.oracle == "torn-fetch"]
+    # a mix that is neither call: impossible while the offsets differed in one byte only
+    assert any(f.detail.split(" = ")[0].removeprefix("executes ") not in (old.hex(" "), new.hex(" "))
+               for f in torn)
+    good = Machine(Retarget, "correct", Config(cpus=4))
+    assert not any(good.run(strat.next_schedule()).finding for _ in range(300))
+
+
+def test_the_new_instruction_is_never_torn_even_before_it_is_whole_in_memory():
+    # an old first byte and a new tail can spell the new call exactly (two calls whose offsets
+    # differ in one byte): a CPU running it early runs a legitimate instruction, not a torn one
+    from fuzzer.machine.fetch import TORN, WHOLE
+
+    m = Machine(Retarget, "no-sync-after-int3", Config(cpus=2))
+    site = m.sites["fentry"]
+    assert site.intended == {site.old}  # nothing written yet
+    assert m.fetch.classify(site, site.new, 0) is WHOLE
+    assert m.fetch.classify(site, site.old[:2] + site.new[2:], 0) is TORN  # far apart: a real mix

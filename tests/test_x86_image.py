@@ -1,6 +1,8 @@
 """The x86 image is pinned byte for byte: the runs of every protocol (and every stored
-reproducer) depend on where each instruction is. The digests were taken from the image builder
-as it was before the generic builder (fuzzer/arch/image.py) replaced it."""
+reproducer) depend on where each instruction is. The digests were first taken from the image
+builder as it was before the generic builder (fuzzer/arch/image.py) replaced it, and taken
+again when the call targets moved far away (Arch.far_base): that move changed no verdict,
+oracle, title or step count over 78,000 runs of every variant at 2, 4 and 8 CPUs."""
 
 import hashlib
 
@@ -13,33 +15,33 @@ from tests import oracle_protocols
 # sha256(text + repr(sorted(symbols))) of each protocol's image, with and without the caller
 # loop's IRQs-off call
 PINNED = {
-    "x86/ftrace_nmi_2008": "e1c7d0e2c04026649b02149c126f8153a3492f87a0faf537101df8ee81b6647d",
-    "x86/ftrace_nmi_2010": "e1c7d0e2c04026649b02149c126f8153a3492f87a0faf537101df8ee81b6647d",
-    "x86/stop_machine_naive": "e1c7d0e2c04026649b02149c126f8153a3492f87a0faf537101df8ee81b6647d",
-    "x86/text_mutex_hotplug": "b4708934f18d5ae5ba1ea482ad2ad3f021ec88b19d1efe23121d5d6c3468d569",
-    "x86/text_poke_bp": "d269507ec1a6336f09c6de6cc2eacb6a7f6b25774f6a7695d3bbca85f204ae3b",
-    "test/guest_fault": "d269507ec1a6336f09c6de6cc2eacb6a7f6b25774f6a7695d3bbca85f204ae3b",
-    "test/mid_insn_resume": "8178594df82d811bd41654d8b3211000ea36cc21da24e5a20fae149f63818e78",
-    "test/protocol_assert": "d269507ec1a6336f09c6de6cc2eacb6a7f6b25774f6a7695d3bbca85f204ae3b",
-    "test/stale_after_complete": "d269507ec1a6336f09c6de6cc2eacb6a7f6b25774f6a7695d3bbca85f204ae3b",
-    "test/wrong_target": "d269507ec1a6336f09c6de6cc2eacb6a7f6b25774f6a7695d3bbca85f204ae3b",
+    "x86/ftrace_nmi_2008": "6b59311a874ba663344057a7c74cff020610687c7e68bdd175c23f128a8af2b5",
+    "x86/ftrace_nmi_2010": "6b59311a874ba663344057a7c74cff020610687c7e68bdd175c23f128a8af2b5",
+    "x86/stop_machine_naive": "6b59311a874ba663344057a7c74cff020610687c7e68bdd175c23f128a8af2b5",
+    "x86/text_mutex_hotplug": "46fa02102480a5a975794a6081457ed054ab7fff06bc71032eaa038e222cdc12",
+    "x86/text_poke_bp": "341267b0c86375adebea9da273e984bdb43d04fc489dbf4809e3e981b92f975b",
+    "test/guest_fault": "341267b0c86375adebea9da273e984bdb43d04fc489dbf4809e3e981b92f975b",
+    "test/mid_insn_resume": "2e1b35d436004c236b71e670b8b90ffd8abba5682e1b02623f37ba1a9b2cfd2f",
+    "test/protocol_assert": "341267b0c86375adebea9da273e984bdb43d04fc489dbf4809e3e981b92f975b",
+    "test/stale_after_complete": "341267b0c86375adebea9da273e984bdb43d04fc489dbf4809e3e981b92f975b",
+    "test/wrong_target": "341267b0c86375adebea9da273e984bdb43d04fc489dbf4809e3e981b92f975b",
 }
 PINNED_NO_IRQS_OFF = {
-    "x86/ftrace_nmi_2008": "d265c6405e34e9003a8699772d0f97f20c25e61447c4ffb515bb05bd390d88a5",
-    "x86/ftrace_nmi_2010": "d265c6405e34e9003a8699772d0f97f20c25e61447c4ffb515bb05bd390d88a5",
-    "x86/stop_machine_naive": "d265c6405e34e9003a8699772d0f97f20c25e61447c4ffb515bb05bd390d88a5",
-    "x86/text_mutex_hotplug": "b8a07e9c5f854e07d03599692d67c8eb8bfbd25d0e6b680937993e365e3fa3c3",
-    "x86/text_poke_bp": "3a282abe2593e20266f1d090709ca29c7ff109428a88732ec287af086642b632",
+    "x86/ftrace_nmi_2008": "b893212e8db75b38d5a17eab8b8bc183786b6eb3a28f1466a94c45c89b4091d2",
+    "x86/ftrace_nmi_2010": "b893212e8db75b38d5a17eab8b8bc183786b6eb3a28f1466a94c45c89b4091d2",
+    "x86/stop_machine_naive": "b893212e8db75b38d5a17eab8b8bc183786b6eb3a28f1466a94c45c89b4091d2",
+    "x86/text_mutex_hotplug": "c916018d1e5200d9a9fef642b3b2bc0714d55fa66bcf016cd888142183b6b459",
+    "x86/text_poke_bp": "8683a0abd9f565ed605429856cca27f505a068711ba3e32536e13392b8a0f600",
 }
 
 # The addresses just after the image's stop instruction, as the machine used to find them by
 # scanning the text for its opcode byte (the image now says where it put them).
 STOP_PCS = {
     **dict.fromkeys(["x86/ftrace_nmi_2008", "x86/ftrace_nmi_2010", "x86/stop_machine_naive",
-                     "x86/text_mutex_hotplug"], {0x10007B}),  # two sites
+                     "x86/text_mutex_hotplug"], {0x10005B}),  # two sites
     **dict.fromkeys(["x86/text_poke_bp", "test/guest_fault", "test/mid_insn_resume",
                      "test/protocol_assert", "test/stale_after_complete", "test/wrong_target"],
-                    {0x100066}),
+                    {0x100046}),
 }
 
 

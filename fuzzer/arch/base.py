@@ -57,6 +57,9 @@ class Image:
     # The PC a CPU has once it executed a stop instruction: a code run that gets there is over.
     # Known from the layout, so nobody has to scan the text for an opcode byte.
     stop_pcs: frozenset[int] = field(default_factory=frozenset)
+    # Code outside the text: (address, bytes) of each far function (Arch.far_base). It is never
+    # patched, so every engine of a CPU maps one copy.
+    far: tuple[tuple[int, bytes], ...] = ()
 
 
 @dataclass
@@ -165,6 +168,16 @@ class Arch:
     nmi_stack_top: int = 0x0020_F000  # a separate NMI stack, like the kernel's NMI IST
     # What pads functions to their alignment: something that stops a CPU that runs into it.
     filler: bytes = b""
+    # Where the functions a site calls or jumps to live (the tracer, the stub, a protocol's
+    # `symbols`): each in its own page, `far_stride` apart, far from the traced functions, as
+    # in a kernel, where a tracer sits megabytes away from the code it traces. With a stride
+    # whose every byte is nonzero, two calls from one site to different targets differ in
+    # every byte of their offsets, so a torn fetch of a retargeted call can happen (next to
+    # each other they differ in one byte, and no tear is possible). None: lay them out with
+    # the traced functions.
+    far_base: int | None = None
+    far_stride: int = 0x0101_0101
+    far_size: int = 0x1000
 
     def __init__(self) -> None:
         self._cs, self._lengths = _decoder(self.cs_arch, self.cs_mode)

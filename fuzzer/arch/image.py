@@ -10,7 +10,10 @@ stop instruction, and a kprobe'd function whose breakpoint is someone else's. Fu
 A protocol may declare more functions (`Protocol.symbols`, laid out like the tracer: they
 count their calls and return), and a site's old or new instruction may be a call or a jump to
 any symbol (`protocol.Call`, `protocol.Jmp`), encoded for the site's address in this layout:
-the image is laid out twice when an old instruction needs an address found only later.
+the image is laid out twice when an old instruction needs an address found only later. The
+functions sites call or jump to live far away when the ISA says where (`Arch.far_base`), each
+in its own page, so that calls to two of them differ in every byte of their offsets, as in a
+kernel.
 """
 
 from __future__ import annotations
@@ -69,21 +72,28 @@ def _layout(arch: Arch, sites: Mapping[str, Any], calls_irqs_off: bool, extra: t
         while len(code) % FUNC_ALIGN:
             code.extend(fill)
 
-    symbols["ftrace_caller"] = here()
-    code += arch.counter_inc("tracer")
-    code += arch.tracer_return()
-    align()
-    # a bare return: a site patched to jump here makes its function return at once
-    symbols["ftrace_stub"] = here()
-    code += arch.ret()
-    align()
-    for name in extra:
+    far: list[tuple[int, bytes]] = []
+
+    def target(name: str, body: bytes) -> None:
+        """A function sites call or jump to: far away, or here."""
         if name in symbols:
             raise ValueError(f"symbol {name!r} is already in the image")
-        symbols[name] = here()
-        code += arch.counter_inc("tracer")
-        code += arch.tracer_return()
-        align()
+        if arch.far_base is None:
+            symbols[name] = here()
+            code.extend(body)
+            align()
+            return
+        addr = arch.far_base + len(far) * arch.far_stride
+        if len(body) > arch.far_size - addr % arch.far_size:
+            raise ValueError(f"{arch.name}: function {name} does not fit in its page")
+        symbols[name] = addr
+        far.append((addr, body))
+
+    target("ftrace_caller", arch.counter_inc("tracer") + arch.tracer_return())
+    # a bare return: a site patched to jump here makes its function return at once
+    target("ftrace_stub", arch.ret())
+    for name in extra:
+        target(name, arch.counter_inc("tracer") + arch.tracer_return())
     for name, site in sites.items():
         func = here()
         symbols[f"{name}_func"] = func
@@ -129,4 +139,5 @@ def _layout(arch: Arch, sites: Mapping[str, Any], calls_irqs_off: bool, extra: t
         nmi_entry=nmi,
         foreign_trap=symbols["kprobed_func"],
         stop_pcs=frozenset(stops),
+        far=tuple(far),
     )

@@ -78,7 +78,7 @@ class UnicornCpu:
         "_pc_bits", "_invalid_trap", "_word", "_want", "_dirty", "_site_offs", "_one_site",
         "_site_ranges", "_stack_buf", "_stack", "_flush_args", "_a_begin", "_a_count", "_if",
         "_st_buf", "_st_addr", "_st", "_site_cb", "_intr_cb", "_engines", "_cur", "_uch",
-        "_uch_addr", "_move",
+        "_uch_addr", "_move", "_far",
     )
 
     def __init__(self, arch: Arch, image: Image, index: int, hooks: CpuHooks):
@@ -114,6 +114,13 @@ class UnicornCpu:
         # call pushes its return address with a host store: no code lives there).
         self._stack_buf = (ctypes.c_ubyte * arch.stack_size)()
         self._stack = memoryview(self._stack_buf).cast("B")
+        # The far functions' pages: never written, so one host copy serves every engine.
+        self._far = []
+        for addr, body in image.far:
+            page = addr - addr % arch.far_size
+            buf = (ctypes.c_ubyte * arch.far_size)()
+            memoryview(buf).cast("B")[addr - page:addr - page + len(body)] = body
+            self._far.append((page, buf))
         self._flush_args: dict[tuple[int, int], tuple] = {}
         self._a_begin = ctypes.c_uint64()
         self._a_count = ctypes.c_size_t()
@@ -168,6 +175,9 @@ class UnicornCpu:
                        ctypes.addressof(eng.text_buf))
         uc.mem_map_ptr(arch.stack_base, arch.stack_size, unicorn.UC_PROT_READ | unicorn.UC_PROT_WRITE,
                        ctypes.addressof(self._stack_buf))
+        for page, buf in self._far:
+            uc.mem_map_ptr(page, arch.far_size, unicorn.UC_PROT_READ | unicorn.UC_PROT_EXEC,
+                           ctypes.addressof(buf))
         # The site hook runs at every site execution: registered through the C API directly,
         # without the binding's per-call wrapper layers. It only records and stops.
         st_ptr = ctypes.c_void_p(ctypes.addressof(self._st_buf))

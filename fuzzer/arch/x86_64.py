@@ -55,6 +55,8 @@ class X86_64(Arch):
     own_store_visible_to_fetch = True
     store_buffer = "fifo"
     stop_machine_serializes = True
+    # call targets 32 MB and more above the traced functions, 16 MB apart (base.py says why)
+    far_base = 0x0200_0000
     RULES = (
         Rule(
             "Fetch unit is 1 byte: an instruction fetched while another CPU writes it may mix "

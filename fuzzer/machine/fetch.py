@@ -3,8 +3,9 @@
 Every text write records the whole version it leaves the site in (`written`); a fetch is then
 classified against those versions:
 
-* WHOLE: the instruction about to execute is a whole instruction of a written version, and
-  that version's head is the old code, the new code or the trap instruction;
+* WHOLE: the instruction about to execute is a whole instruction of a written version (or of
+  the old or the new one, which are always legitimate), and its head is the old code, the new
+  code or the trap instruction;
 * FOREIGN: a whole written version, but neither old, new nor a trap (a protocol wrote
   something else);
 * TORN: no written version has these bytes here: a mix of moments.
@@ -96,7 +97,10 @@ class FetchModel(Part):
             return TORN
         first = lens[0]
         head = view[:first]
-        if not any(v[:first] == head and lengths(v)[:1] == (first,) for v in site.intended):
+        # the old and the new instruction are always legitimate to run, even before the new
+        # one is whole in memory (an old first byte and a new tail can spell the new call)
+        if not any(v[:first] == head and lengths(v)[:1] == (first,)
+                   for v in site.intended | {site.old, site.new}):
             return TORN
         if head in (site.old[:first], site.new[:first]) or head == self.trap:
             return WHOLE
