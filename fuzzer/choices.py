@@ -17,7 +17,8 @@ from typing import Protocol
 
 # Bump when the meaning of the bytes changes: a stored reproducer names the format it was made
 # with, and replay refuses one from an incompatible format instead of silently diverging.
-SCHEDULE_FORMAT = 1
+# 2: an IRQ event kind in the event bytes (draws.EVENT_KINDS); the kinds after it moved up.
+SCHEDULE_FORMAT = 2
 
 
 class ScheduleError(ValueError):

@@ -38,10 +38,11 @@ class EventKind:
 # rate (one NMI in 16 steps).
 EVENT_KINDS: tuple[EventKind, ...] = (
     EventKind("step", 0, 200, None, None, "the default"),
-    EventKind("nmi", 200, 216, "nmi cpu", "nmis"),
-    EventKind("foreign", 216, 224, "trap cpu", "foreign_traps"),
-    EventKind("preempt", 224, 232, "preempt cpu", "preemptions"),
-    EventKind("drain", 232, 256, "drain cpu", None,
+    EventKind("nmi", 200, 212, "nmi cpu", "nmis"),
+    EventKind("irq", 212, 220, "irq cpu", "irqs"),
+    EventKind("foreign", 220, 228, "trap cpu", "foreign_traps"),
+    EventKind("preempt", 228, 236, "preempt cpu", "preemptions"),
+    EventKind("drain", 236, 256, "drain cpu", None,
               "a CPU drains at its own steps (the \"drain\" draw); fences, locked ops and syncs "
               "drain anyway, so single injected drains add no new orders"),
 )
@@ -165,6 +166,8 @@ CPU = Draw("cpu", -1, 0, "which runnable CPU steps; the default is round robin (
            "runnable CPU after the one that stepped last)", picks_cpu=True,
            per_option="context_switches", computed=True)
 NMI_CPU = Draw("nmi cpu", 0, 0, "the CPU an injected NMI lands on", picks_cpu=True, per_option="")
+IRQ_CPU = Draw("irq cpu", 0, 0, "the CPU an injected IRQ lands on (one with IRQs on)", picks_cpu=True,
+               per_option="")
 TRAP_CPU = Draw("trap cpu", 0, 0, "the CPU that hits a foreign breakpoint", picks_cpu=True,
                 per_option="")
 PREEMPT_CPU = Draw("preempt cpu", 0, 0, "the CPU whose task is preempted", picks_cpu=True,
@@ -186,8 +189,8 @@ SLICE = Draw("slice", 0, 0, f"how far a CPU's code runs: to the next stop (a byt
              f"{SLICE_SHORT}), else byte - {SLICE_SHORT - 1} instructions",
              alternatives=(Alt(0), Alt(SLICE_SHORT, "short_slices")))
 
-DRAWS: dict[str, Draw] = {d.name: d for d in (EVENT, CPU, NMI_CPU, TRAP_CPU, PREEMPT_CPU, DRAIN_CPU,
-                                              PREEMPT_FOR, DRAIN, TAKE_IPI, REFRESH, SLICE)}
+DRAWS: dict[str, Draw] = {d.name: d for d in (EVENT, CPU, NMI_CPU, IRQ_CPU, TRAP_CPU, PREEMPT_CPU,
+                                              DRAIN_CPU, PREEMPT_FOR, DRAIN, TAKE_IPI, REFRESH, SLICE)}
 # Draws whose answer picks one of `options` (CPU indices): a plan names the CPU itself.
 CPU_DRAWS = frozenset(d.name for d in DRAWS.values() if d.picks_cpu)
 # The byte that acts as each draw's default where bytes must go on.
@@ -196,8 +199,9 @@ NEUTRAL = {d.name: d.neutral for d in DRAWS.values()}
 # The budgets of systematic search (exhaustive), each with its default bound, in slot order:
 # one per way a run can deviate from the free defaults. `partial_refresh` pays for refreshing
 # some fetch units of a stale view but not others (a torn fetch needs one).
-BUDGETS: dict[str, int] = {"context_switches": 3, "nmis": 1, "foreign_traps": 0, "preemptions": 0,
-                           "store_delays": 1, "partial_refresh": 1, "ipi_defers": 1, "short_slices": 0}
+BUDGETS: dict[str, int] = {"context_switches": 3, "nmis": 1, "irqs": 0, "foreign_traps": 0,
+                           "preemptions": 0, "store_delays": 1, "partial_refresh": 1, "ipi_defers": 1,
+                           "short_slices": 0}
 
 
 def _check_budgets() -> None:

@@ -324,6 +324,22 @@ class NmiReturn(Event):
 
 
 @dataclass(slots=True, eq=False)
+class Irq(Event):
+    category: ClassVar[str] = "irq"
+
+    def text(self, r: Renderer) -> str:
+        return "IRQ (serializing)"
+
+
+@dataclass(slots=True, eq=False)
+class IrqReturn(Event):
+    category: ClassVar[str] = "irq"
+
+    def text(self, r: Renderer) -> str:
+        return "IRQ handler returns (iret, serializing)"
+
+
+@dataclass(slots=True, eq=False)
 class Trap(Event):
     addr: int
     foreign: bool

@@ -25,7 +25,7 @@ from .machine import Machine, RunResult
 from .timeline import Row, rows_of_events
 
 # a handler episode that began and ended well: its events fold into one line
-_EPISODES = {ev.Trap: ev.TrapReturn, ev.Nmi: ev.NmiReturn}
+_EPISODES = {ev.Trap: ev.TrapReturn, ev.Nmi: ev.NmiReturn, ev.Irq: ev.IrqReturn}
 
 
 @dataclass

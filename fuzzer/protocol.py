@@ -337,3 +337,13 @@ class Protocol:
     def nmi_exit(self, k: K) -> Iterator:
         return
         yield  # pragma: no cover
+
+    def irq_enter(self, k: K) -> Iterator:
+        """Runs when a maskable interrupt arrives on a CPU with IRQs on, before the image's IRQ
+        handler (which calls the traced functions)."""
+        return
+        yield  # pragma: no cover
+
+    def irq_exit(self, k: K) -> Iterator:
+        return
+        yield  # pragma: no cover

@@ -192,9 +192,16 @@ def build(directory: Path, seed: int = 1, cpus: int = 4) -> list[Path]:
     return written
 
 
-if __name__ == "__main__":
-    import sys
+def main(argv: list[str] | None = None) -> None:
+    import argparse
 
-    target = Path(sys.argv[1] if len(sys.argv) > 1 else "corpus")
-    for p in build(target):
+    ap = argparse.ArgumentParser(prog="python -m fuzzer.regress",
+                                 description="Regenerate the regression corpus (after a schedule-format change).")
+    ap.add_argument("directory", nargs="?", default="corpus", type=Path)
+    args = ap.parse_args(argv)
+    for p in build(args.directory):
         print(p)
+
+
+if __name__ == "__main__":
+    main()

@@ -23,6 +23,7 @@ COLOURS = {  # category -> colour, in legend order
     "memory": "#d9d9d9",
     "ipi": "#74c476",
     "nmi": "#bcbddc",
+    "irq": "#9e9ac8",
     "trap": "#f1b6da",
     "lock wait": "#c49c94",
     "lock": "#dbdb8d",

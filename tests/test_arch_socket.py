@@ -267,7 +267,7 @@ def test_image_is_whole_arm64_code(arm64):
     nmi_code = image.text[image.nmi_entry - image.base:]
     assert _decoded(nmi_code[:8], image.nmi_entry) == [
         ("bl", f"#{site.func:#x}"), ("wfi", "")]
-    assert image.stop_pcs == {image.nmi_entry + 8}
+    assert image.stop_pcs == {image.nmi_entry + 8, image.irq_entry + 8}  # the IRQ handler's too
 
 
 class _Recorder:
@@ -358,7 +358,7 @@ def test_split_patch_is_found(arm64, cpus):
 def _hand_image(arch: Arch, code: bytes, stop_at: int) -> Image:
     base = arch.text_base
     return Image(base=base, text=code, symbols={}, sites={}, thread_entry=base, nmi_entry=base,
-                 foreign_trap=base, stop_pcs=frozenset({base + stop_at}))
+                 irq_entry=base, foreign_trap=base, stop_pcs=frozenset({base + stop_at}))
 
 
 class MiniRiscv64(Arch):

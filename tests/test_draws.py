@@ -99,6 +99,6 @@ def test_notes_say_what_a_non_default_answer_did():
 def test_decoding():
     assert draws.slice_count(0) == draws.RUN_TO_STOP and draws.slice_count(draws.SLICE_SHORT) == 1
     assert draws.drain_count(draws.DRAIN_ALL, 3) == 3 and draws.drain_count(5, 3) == 1
-    assert [draws.event_kind(b) for b in (0, 199, 200, 216, 224, 232, 255)] == [
-        "step", "step", "nmi", "foreign", "preempt", "drain", "drain"]
+    assert [draws.event_kind(b) for b in (0, 199, 200, 212, 220, 228, 236, 255)] == [
+        "step", "step", "nmi", "irq", "foreign", "preempt", "drain", "drain"]
     assert all(draws.event_kind(b) == "step" for b in draws.STAY_BYTES)

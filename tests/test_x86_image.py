@@ -1,8 +1,9 @@
 """The x86 image is pinned byte for byte: the runs of every protocol (and every stored
 reproducer) depend on where each instruction is. The digests were first taken from the image
 builder as it was before the generic builder (fuzzer/arch/image.py) replaced it, and taken
-again when the call targets moved far away (Arch.far_base): that move changed no verdict,
-oracle, title or step count over 78,000 runs of every variant at 2, 4 and 8 CPUs."""
+again when the call targets moved far away (Arch.far_base; that move changed no verdict,
+oracle, title or step count over 78,000 runs of every variant at 2, 4 and 8 CPUs) and when the
+IRQ handler was added (schedule format 2)."""
 
 import hashlib
 
@@ -15,33 +16,33 @@ from tests import oracle_protocols
 # sha256(text + repr(sorted(symbols))) of each protocol's image, with and without the caller
 # loop's IRQs-off call
 PINNED = {
-    "x86/ftrace_nmi_2008": "6b59311a874ba663344057a7c74cff020610687c7e68bdd175c23f128a8af2b5",
-    "x86/ftrace_nmi_2010": "6b59311a874ba663344057a7c74cff020610687c7e68bdd175c23f128a8af2b5",
-    "x86/stop_machine_naive": "6b59311a874ba663344057a7c74cff020610687c7e68bdd175c23f128a8af2b5",
-    "x86/text_mutex_hotplug": "46fa02102480a5a975794a6081457ed054ab7fff06bc71032eaa038e222cdc12",
-    "x86/text_poke_bp": "341267b0c86375adebea9da273e984bdb43d04fc489dbf4809e3e981b92f975b",
-    "test/guest_fault": "341267b0c86375adebea9da273e984bdb43d04fc489dbf4809e3e981b92f975b",
-    "test/mid_insn_resume": "2e1b35d436004c236b71e670b8b90ffd8abba5682e1b02623f37ba1a9b2cfd2f",
-    "test/protocol_assert": "341267b0c86375adebea9da273e984bdb43d04fc489dbf4809e3e981b92f975b",
-    "test/stale_after_complete": "341267b0c86375adebea9da273e984bdb43d04fc489dbf4809e3e981b92f975b",
-    "test/wrong_target": "341267b0c86375adebea9da273e984bdb43d04fc489dbf4809e3e981b92f975b",
+    "x86/ftrace_nmi_2008": "ecb6310aa50a156d916b3a3425f8264d70d9fefd2b2efc601bdd9902afe2895c",
+    "x86/ftrace_nmi_2010": "ecb6310aa50a156d916b3a3425f8264d70d9fefd2b2efc601bdd9902afe2895c",
+    "x86/stop_machine_naive": "ecb6310aa50a156d916b3a3425f8264d70d9fefd2b2efc601bdd9902afe2895c",
+    "x86/text_mutex_hotplug": "fddaab2d0ccf926bf7e47ab44dadcea7d8a2a7b3157eb3d8c32dd128f3672fdd",
+    "x86/text_poke_bp": "b76e5d86cd0b2d0658fadb44feab2cecad2d8c7592320eea04855a4ef866db34",
+    "test/guest_fault": "b76e5d86cd0b2d0658fadb44feab2cecad2d8c7592320eea04855a4ef866db34",
+    "test/mid_insn_resume": "2d758890b6ba931a266599e4311769fda9d210fc1334c9e5da2e6d75ee70a7be",
+    "test/protocol_assert": "b76e5d86cd0b2d0658fadb44feab2cecad2d8c7592320eea04855a4ef866db34",
+    "test/stale_after_complete": "b76e5d86cd0b2d0658fadb44feab2cecad2d8c7592320eea04855a4ef866db34",
+    "test/wrong_target": "b76e5d86cd0b2d0658fadb44feab2cecad2d8c7592320eea04855a4ef866db34",
 }
 PINNED_NO_IRQS_OFF = {
-    "x86/ftrace_nmi_2008": "b893212e8db75b38d5a17eab8b8bc183786b6eb3a28f1466a94c45c89b4091d2",
-    "x86/ftrace_nmi_2010": "b893212e8db75b38d5a17eab8b8bc183786b6eb3a28f1466a94c45c89b4091d2",
-    "x86/stop_machine_naive": "b893212e8db75b38d5a17eab8b8bc183786b6eb3a28f1466a94c45c89b4091d2",
-    "x86/text_mutex_hotplug": "c916018d1e5200d9a9fef642b3b2bc0714d55fa66bcf016cd888142183b6b459",
-    "x86/text_poke_bp": "8683a0abd9f565ed605429856cca27f505a068711ba3e32536e13392b8a0f600",
+    "x86/ftrace_nmi_2008": "8717400dcce6b8b868d596e6fd5bdc7e92a515e6c42f9915ab495f35e5998c33",
+    "x86/ftrace_nmi_2010": "8717400dcce6b8b868d596e6fd5bdc7e92a515e6c42f9915ab495f35e5998c33",
+    "x86/stop_machine_naive": "8717400dcce6b8b868d596e6fd5bdc7e92a515e6c42f9915ab495f35e5998c33",
+    "x86/text_mutex_hotplug": "c5960025b4db2684dec854c22920a619a27583c8f14de9f4773fbbd1af307f1c",
+    "x86/text_poke_bp": "620f9e1dc6608a62e2e20b6a6db14b4bab61eb8edec677aac944a817f9690a80",
 }
 
 # The addresses just after the image's stop instruction, as the machine used to find them by
 # scanning the text for its opcode byte (the image now says where it put them).
 STOP_PCS = {
     **dict.fromkeys(["x86/ftrace_nmi_2008", "x86/ftrace_nmi_2010", "x86/stop_machine_naive",
-                     "x86/text_mutex_hotplug"], {0x10005B}),  # two sites
+                     "x86/text_mutex_hotplug"], {0x10005B, 0x10006B}),  # two sites; the NMI and IRQ handlers' stops
     **dict.fromkeys(["x86/text_poke_bp", "test/guest_fault", "test/mid_insn_resume",
                      "test/protocol_assert", "test/stale_after_complete", "test/wrong_target"],
-                    {0x100046}),
+                    {0x100046, 0x100056}),
 }
 
 

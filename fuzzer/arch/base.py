@@ -53,6 +53,7 @@ class Image:
     sites: dict[str, SiteLayout]
     thread_entry: int  # the caller loop run by every thread context
     nmi_entry: int  # NMI handler: calls traced functions, ends in the stop instruction
+    irq_entry: int  # IRQ handler: the same, for maskable interrupts
     foreign_trap: int  # address of a breakpoint owned by someone else (a kprobe)
     # The PC a CPU has once it executed a stop instruction: a code run that gets there is over.
     # Known from the layout, so nobody has to scan the text for an opcode byte.
@@ -165,6 +166,7 @@ class Arch:
     stack_base: int = 0x0020_0000
     stack_size: int = 0x1_0000
     thread_stack_top: int = 0x0020_8000
+    irq_stack_top: int = 0x0020_B800  # the IRQ stack (x86: the per-CPU hardirq stack)
     nmi_stack_top: int = 0x0020_F000  # a separate NMI stack, like the kernel's NMI IST
     # What pads functions to their alignment: something that stops a CPU that runs into it.
     filler: bytes = b""

@@ -3,8 +3,8 @@
 The image is the smallest kernel that gives patch sites something to race with: traced
 functions (entry, patch site, body, return), a tracer the sites call once patched, a caller
 loop every thread context runs (one call per site, and the first site once more with IRQs off,
-so an IPI has to wait for it), an NMI handler that calls every traced function and ends in the
-stop instruction, and a kprobe'd function whose breakpoint is someone else's. Functions are
+so an IPI has to wait for it), an NMI handler and an IRQ handler that each call every traced
+function and end in the stop instruction, and a kprobe'd function whose breakpoint is someone else's. Functions are
 16-byte aligned, padded with the ISA's filler.
 
 A protocol may declare more functions (`Protocol.symbols`, laid out like the tracer: they
@@ -121,13 +121,14 @@ def _layout(arch: Arch, sites: Mapping[str, Any], calls_irqs_off: bool, extra: t
         code += arch.irqs_on()
     code += arch.jmp(here(), loop)
     align()
-    nmi = here()
-    symbols["nmi_handler"] = nmi
-    for name in names:
-        code += arch.call(here(), layouts[name].func)
-    code += arch.stop()
-    stops.add(here())
-    align()
+    handlers = {}
+    for handler in ("nmi_handler", "irq_handler"):  # each calls every traced function, then stops
+        handlers[handler] = symbols[handler] = here()
+        for name in names:
+            code += arch.call(here(), layouts[name].func)
+        code += arch.stop()
+        stops.add(here())
+        align()
     if len(code) >= arch.text_size:
         raise ValueError(f"{arch.name}: the image does not fit in {arch.text_size:#x} bytes")
     return Image(
@@ -136,7 +137,8 @@ def _layout(arch: Arch, sites: Mapping[str, Any], calls_irqs_off: bool, extra: t
         symbols=symbols,
         sites=layouts,
         thread_entry=loop,
-        nmi_entry=nmi,
+        nmi_entry=handlers["nmi_handler"],
+        irq_entry=handlers["irq_handler"],
         foreign_trap=symbols["kprobed_func"],
         stop_pcs=frozenset(stops),
         far=tuple(far),

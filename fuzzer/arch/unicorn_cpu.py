@@ -72,7 +72,7 @@ class UnicornCpu:
     (measured: +10 % on the emulator floor)."""
 
     __slots__ = (
-        "index", "uc", "nmi_context", "thread_context",
+        "index", "uc", "nmi_context", "irq_context", "thread_context",
         "_hooks", "_arch", "_text_base", "_stack_base", "_pc_reg", "_sp_reg", "_irq_reg",
         "_irq_mask", "_irq_on", "_trap_intno", "_trap_name", "_trap_pc_after", "_link_reg",
         "_pc_bits", "_invalid_trap", "_word", "_want", "_dirty", "_site_offs", "_one_site",
@@ -153,6 +153,9 @@ class UnicornCpu:
         uc.reg_write(arch.reg_pc, image.nmi_entry)
         uc.reg_write(arch.reg_irq, irq_off)
         self.nmi_context = self.save()
+        uc.reg_write(arch.reg_sp, arch.irq_stack_top)
+        uc.reg_write(arch.reg_pc, image.irq_entry)
+        self.irq_context = self.save()  # IRQs masked too: a handler runs with them off
         uc.reg_write(arch.reg_sp, arch.thread_stack_top)
         uc.reg_write(arch.reg_pc, image.thread_entry)
         uc.reg_write(arch.reg_irq, flags | self._irq_on)
@@ -434,7 +437,7 @@ class UnicornCpu:
         """The register state the generated image's code can depend on, when the Arch says it
         is register-abstractable: (stack pointer, IRQs enabled, the live stack above the stack
         pointer), of the running CPU or of a saved context `ctx`. None when the stack pointer
-        is outside the thread and NMI stacks' live windows (nothing to key it by)."""
+        is outside the thread, IRQ and NMI stacks' live windows (nothing to key it by)."""
         if ctx is None:
             sp = get_reg(self._cur, self._sp_reg)
             irqs = self.irqs_enabled()
@@ -442,7 +445,8 @@ class UnicornCpu:
             sp = ctx.reg_read(self._sp_reg)
             irqs = (ctx.reg_read(self._irq_reg) & self._irq_mask) == self._irq_on
         arch = self._arch
-        top = arch.thread_stack_top if sp <= arch.thread_stack_top else arch.nmi_stack_top
+        top = next((t for t in (arch.thread_stack_top, arch.irq_stack_top, arch.nmi_stack_top) if sp <= t),
+                   arch.nmi_stack_top)
         if not 0 <= top - sp <= _LIVE_STACK:
             return None
         base = self._stack_base

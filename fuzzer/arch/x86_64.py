@@ -117,7 +117,8 @@ class X86_64(Arch):
             "architecture).",
         ),
         Rule(
-            "IPIs are taken only with EFLAGS.IF set; NMIs are taken at any instruction boundary, "
+            "IPIs and other maskable interrupts are taken only with EFLAGS.IF set (and not inside "
+            "local_irq_save()); NMIs are taken at any instruction boundary, "
             "also with IF clear; a nested NMI is held until the outer NMI handler returns.",
             "Intel SDM Vol. 3A 6.7.1 'Handling Multiple NMIs'; arch/x86/entry/entry_64.S "
             "nested-NMI logic (v3.3+).",

@@ -117,7 +117,8 @@ class Code(Part):
         below = cpu.code_frame
         if below is not None and below is not frame:
             below.saved_ctx = hw.save()
-        hw.restore(hw.nmi_context if frame.kind == "nmi" else hw.thread_context)
+        hw.restore(hw.nmi_context if frame.kind == "nmi" else hw.irq_context if frame.kind == "irq"
+                   else hw.thread_context)
         frame.pc = op.entry
         frame.code_active = True
         cpu.code_frame = frame

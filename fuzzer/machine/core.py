@@ -231,6 +231,8 @@ class Machine:
             self.interrupts.trap_return(cpu, frame, result)
         elif kind == "nmi":
             self.interrupts.nmi_return(cpu)
+        elif kind == "irq":
+            self.interrupts.irq_return(cpu)
         elif kind == "parked":
             self.sync.unparked(cpu)
 
@@ -310,6 +312,8 @@ class Machine:
         online = [c for c in self.cpus if c.online]
         if kind == "nmi":
             return [c for c in online if not c.in_nmi]  # a nested NMI waits for the outer one
+        if kind == "irq":
+            return [c for c in online if self.interrupts.irqs_on(c)]  # maskable: only with IRQs on
         if kind == "foreign":
             return [c for c in online if c.frames[-1].code_active and not c.preempted]
         if kind == "preempt":

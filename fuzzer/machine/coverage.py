@@ -35,7 +35,7 @@ class Coverage(Part):
             ev.Load: self._load, ev.Atomic: self._atomic, ev.Poke: self._poke,
             ev.TextDrain: self._text_drain, ev.Drain: self._drain, ev.Locked: self._lock,
             ev.Preempted: self._preempt, ev.Fetch: self._fetch, ev.Trap: self._trap,
-            ev.Nmi: self._nmi, ev.TakeIpi: self._ipi, ev.Free: self._free,
+            ev.Nmi: self._nmi, ev.Irq: self._irq, ev.TakeIpi: self._ipi, ev.Free: self._free,
         }
 
     def observe(self, cpu: Cpu, e: ev.Event) -> None:
@@ -111,6 +111,9 @@ class Coverage(Part):
     def _nmi(self, cpu, e):
         m = self.m
         self._feat("nmi", cpu.frames[-1].kind, cpu.idx == 0, m.progress, sum(c.in_nmi for c in m.cpus))
+
+    def _irq(self, cpu, e):
+        self._feat("irq", cpu.frames[-1].kind, cpu.frames[-1].task, self.m.progress)
 
     def _ipi(self, cpu, e):
         self._feat("ipi", self.m.progress, cpu.frames[-1].at_site is not None)

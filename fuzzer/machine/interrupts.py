@@ -150,6 +150,32 @@ class Interrupts(Part):
 
         m.push(cpu, Frame("nmi", nmi(), k, irqs_off=True))
 
+    def irq(self, cpu: Cpu) -> None:
+        """A maskable interrupt (the schedule sent it to a CPU with IRQs on): its handler runs
+        the protocol's irq_enter, the image's IRQ handler (which calls traced functions) and
+        irq_exit, with IRQs off."""
+        m = self.m
+        if m.observing:
+            m.emit(cpu, ev.Irq)
+        self.views.serialize(cpu)
+        k = cpu.k
+        proto = m.proto
+        entry = m.image.irq_entry
+
+        def irq():
+            yield from proto.irq_enter(k)
+            yield ops.RunCode(entry, "IRQ handler")
+            yield from proto.irq_exit(k)
+
+        m.push(cpu, Frame("irq", irq(), k, irqs_off=True))
+
+    def irq_return(self, cpu: Cpu) -> None:
+        m = self.m
+        if m.observing:
+            m.emit(cpu, ev.IrqReturn)
+        self.views.serialize(cpu)
+        self.checks.resume(cpu, "irq")
+
     def nmi_return(self, cpu: Cpu) -> None:
         m = self.m
         cpu.in_nmi = False

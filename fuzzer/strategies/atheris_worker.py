@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import IO
 
-from ..draws import DRAWS, EVENT, EVENT_BYTE
+from ..draws import DRAWS, EVENT, EVENT_BYTE, EVENT_RANGES
 from ..machine import Config, Machine, RunResult
 from ..protocols import resolve
 from .swarm import site_hold_run, swarm_schedule
@@ -200,8 +200,12 @@ def _steps(whats: tuple[str, ...]) -> list[int]:
     return [i for i, w in enumerate(whats) if w == EVENT.name]
 
 
+# the injectable event kinds, NMIs twice as often (they are what most patching races need)
+_EVENT_CHOICES = tuple(k for name in EVENT_RANGES for k in ((name, name) if name == "nmi" else (name,)))
+
+
 def _event_bytes(rng: random.Random) -> bytes:
-    kind = rng.choice(("nmi", "nmi", "foreign", "preempt", "drain"))
+    kind = rng.choice(_EVENT_CHOICES)
     out = bytes([EVENT_BYTE[kind] + rng.randrange(8), rng.randrange(8)])
     if kind == "preempt":
         out += bytes([rng.choice((rng.randrange(8), rng.randrange(256)))])
