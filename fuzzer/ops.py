@@ -222,7 +222,38 @@ NOT_MINE = NotMine()
 
 @dataclass(frozen=True, slots=True)
 class Emulate:
-    """The trap handler's answer: emulate `insn` as if it ran at `addr`."""
+    """The trap handler's answer: emulate `insn`, a whole version of the site, as if it ran at
+    `addr` (x86 int3_emulate_call/jmp)."""
 
     addr: int
     insn: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SingleStep:
+    """The trap handler's answer: execute `insn` out of line as if at the trapping address,
+    then resume at its boundary (kprobes' single-stepping of the instruction it replaced)."""
+
+    insn: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """The trap handler's answer: run the trapping address again (the breakpoint is gone)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Detour:
+    """The trap handler's answer: go on at `target` (a detour buffer, a trampoline)."""
+
+    target: int
+
+
+@dataclass(slots=True)
+class KprobeRegister(Op):
+    """A kprobe at `site`+`offset` is registered (`arm`: before its breakpoint is written; the
+    answer is the instruction it replaces) or forgotten (once its breakpoint is gone)."""
+
+    site: str
+    offset: int
+    arm: bool

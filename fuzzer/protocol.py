@@ -255,7 +255,40 @@ class K:
 
     # ---- handler answers -----------------------------------------------------------------------
     def emulate(self, addr: int, insn: bytes) -> Emulate:
+        """Emulate `insn`, a whole version of the site at `addr` (old, new, or one written)."""
         return Emulate(addr, bytes(insn))
+
+    def single_step(self, insn: bytes) -> ops.SingleStep:
+        """Execute `insn` out of line as if at the trapping address, resume at its boundary."""
+        return ops.SingleStep(bytes(insn))
+
+    def retry(self) -> ops.Retry:
+        """Run the trapping address again (the breakpoint is gone by now)."""
+        return ops.Retry()
+
+    def detour(self, target: str | int) -> ops.Detour:
+        """Go on at `target`, a symbol or an address (a detour buffer, a trampoline)."""
+        return ops.Detour(self.symbol(target) if isinstance(target, str) else int(target))
+
+    # ---- someone else's breakpoints ------------------------------------------------------------
+    def arm_kprobe(self, site: str, offset: int = 0) -> Iterator:
+        """`yield from k.arm_kprobe(site)`: kprobes registers a probe at the instruction at
+        `site`+`offset`, then writes its breakpoint there and syncs (arm_kprobe()). A CPU that
+        hits it traps foreign: the protocol's handlers must pass it on; kprobes single-steps the
+        instruction it replaced. The answer is that instruction."""
+        replaced = yield ops.KprobeRegister(site, offset, True)
+        trap = self._m.arch.trap_insn
+        yield ops.Poke(site, trap, offset)
+        yield ops.SyncCores()
+        return replaced
+
+    def disarm_kprobe(self, site: str, replaced: bytes, offset: int = 0) -> Iterator:
+        """`yield from k.disarm_kprobe(site, replaced)`: writes back the first bytes of the
+        instruction the breakpoint replaced, syncs, then forgets the probe."""
+        trap = self._m.arch.trap_insn
+        yield ops.Poke(site, bytes(replaced[:len(trap)]), offset)
+        yield ops.SyncCores()
+        yield ops.KprobeRegister(site, offset, False)
 
 
 class Protocol:
@@ -277,6 +310,10 @@ class Protocol:
     summary: ClassVar[str] = ""
     variant_help: ClassVar[dict[str, str]] = {}
     uses_hotplug: ClassVar[bool] = False
+    # The trap handlers, in the order the kernel calls them (do_int3(): ...), by method name;
+    # the first that does not answer NOT_MINE answers. None: the one `trap_handler` (or the
+    # ISA's name for it).
+    trap_handlers: ClassVar[tuple[str, ...] | None] = None
     # The tasks it runs: method name -> the CPU it runs on (negative: counted from the last
     # CPU). None: `patcher` on CPU 0, and with `uses_hotplug` its `hotplug` on the last CPU.
     # The other CPUs run the image's caller loop; a task that returns does too.

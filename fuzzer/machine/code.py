@@ -25,7 +25,7 @@ AFTERMATH_INSNS = 12  # instructions the offending CPU runs after a violation, f
 
 
 class Code(Part):
-    SIBLINGS = ('checks', 'fetch', 'interrupts', 'memory', 'views')
+    SIBLINGS = ('checks', 'fetch', 'memory', 'traps', 'views')
     NOT_STATE = {"stop_pcs": "the image's"}
 
     def __init__(self, machine) -> None:
@@ -106,8 +106,8 @@ class Code(Part):
                 self.end(cpu, frame)
             return
         if stop[0] == "trap":
-            frame.pc = self.interrupts.trap_resume_pc(stop[1])
-            self.interrupts.trap(cpu, stop[1], foreign=False)
+            frame.pc = self.traps.trap_resume_pc(stop[1])
+            self.traps.trap(cpu, stop[1], foreign=False)
         else:
             frame.pc = hw.pc()
             self.checks.guest_fault(cpu, frame, stop[1], stop[2])

@@ -42,6 +42,7 @@ from .scheduler import Scheduler
 from .state import MAX_CPUS, MIN_CPUS, Config, Cpu, Frame, RunResult, SiteState
 from .sync import Sync
 from .tasks import Tasks
+from .traps import Traps
 from .views import Views
 
 
@@ -79,8 +80,8 @@ class Machine:
 
     # The run's own state, and the parts and records that state theirs (`state_view`).
     RUN_STATE = ("last_cpu", "completed", "epilogue", "tasks_left")
-    STATE_PARTS = ("memory", "sync", "sites", "proto", "cpus")
-    PARTS = ("memory", "views", "fetch", "code", "interrupts", "sync", "tasks", "scheduler")
+    STATE_PARTS = ("memory", "sync", "traps", "sites", "proto", "cpus")
+    PARTS = ("memory", "views", "fetch", "code", "interrupts", "traps", "sync", "tasks", "scheduler")
     NOT_STATE = {
         **dict.fromkeys(("config", "protocol_cls", "variant", "arch", "stop_machine_serializes", "image",
                          "site_by_addr", "_site_ranges", "ncpus", "renderer", "oracles", "_oracle",
@@ -123,6 +124,7 @@ class Machine:
         self.fetch = FetchModel(self)
         self.code = Code(self)
         self.interrupts = Interrupts(self)
+        self.traps = Traps(self)
         self.sync = Sync(self)
         self.tasks = Tasks(self)
         hooks = self.code.hooks()
@@ -191,6 +193,7 @@ class Machine:
         self.tasks_left = 0
         self.memory.reset()
         self.sync.reset()
+        self.traps.reset()
         for s in self.sites.values():
             self.fetch.reset(s)
         for cpu in self.cpus:
@@ -228,7 +231,7 @@ class Machine:
         cpu.frames.pop()
         kind = frame.kind
         if kind == "trap":
-            self.interrupts.trap_return(cpu, frame, result)
+            self.traps.trap_return(cpu, frame, result)
         elif kind == "nmi":
             self.interrupts.nmi_return(cpu)
         elif kind == "irq":
@@ -331,6 +334,7 @@ class Machine:
             "sites": [s.state() for s in self.sites.values()],
             "protocol": vars(self.proto),
             "cpus": [c.state(self.step) for c in self.cpus],
+            "traps": self.traps.state(),
             "sync": self.sync.state(),
         }
 

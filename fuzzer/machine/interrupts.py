@@ -1,8 +1,6 @@
-"""Interrupts: traps, NMIs, IPIs and preemption, and the serializing events they are.
+"""Interrupts: NMIs, IRQs, IPIs and preemption, and the serializing events they are (traps,
+the breakpoint exceptions, are in traps.py).
 
-* Traps: a breakpoint executed at a patch site (or a foreign one the schedule injects, someone
-  else's kprobe) pushes a trap frame running the protocol's trap handler with IRQs off; its
-  answer (not mine, or emulate an instruction) is applied when the frame returns.
 * NMIs arrive at any moment the schedule picks, also on the patching CPU and on CPUs parked in
   stop_machine; a nested NMI waits for the outer one. The NMI frame runs the protocol's
   nmi_enter, the image's NMI handler (which calls traced functions) and nmi_exit.
@@ -16,39 +14,14 @@ and interrupted code about to resume is checked by the oracles (`resume`).
 
 from __future__ import annotations
 
-from typing import Any
-
 from .. import draws, ops
 from .. import events as ev
-from ..protocol import Protocol
 from .part import Part
 from .state import Cpu, Frame
 
 
-def _answer(value: Any):
-    """A coroutine that yields nothing and returns `value` (a handler that is a plain function)."""
-    return value
-    yield  # pragma: no cover - makes this a generator
-
-
 class Interrupts(Part):
     SIBLINGS = ('checks', 'fetch', 'memory', 'views')
-    NOT_STATE = {"trap_len": "fixed", "trap_name": "fixed",
-                 "trap_handler": "the protocol's (its state is the protocol's attributes)"}
-
-    def __init__(self, machine) -> None:
-        super().__init__(machine)
-        self.trap_len = len(machine.arch.trap_insn)
-        self.trap_name = machine.arch.trap_name
-        proto = machine.proto
-        # The ISA-neutral name when the protocol defines it; else an ISA may let its protocols
-        # keep the name its kernel uses (x86: int3_handler).
-        alias = machine.arch.trap_handler_alias
-        neutral = type(proto).trap_handler is not Protocol.trap_handler
-        use_alias = not neutral and alias and getattr(type(proto), alias, None) is not None
-        self.trap_handler = getattr(proto, alias) if use_alias else proto.trap_handler
-
-
 
     def handlers(self) -> dict:
         return {ops.SyncCore: self.op_sync_core, ops.SyncCores: self.op_sync_cores,
@@ -84,53 +57,6 @@ class Interrupts(Part):
         if frame.preempt_count < 0:
             raise ValueError("preempt_enable() without preempt_disable()")
         self.m.advance(cpu, frame, None)
-
-    # ---- traps ---------------------------------------------------------------------------------
-    def trap(self, cpu: Cpu, addr: int, foreign: bool) -> None:
-        m = self.m
-        if m.observing:
-            m.emit(cpu, ev.Trap, addr, foreign)
-        self.views.serialize(cpu)  # exception entry
-        k = cpu.k
-        handler = self.trap_handler(k, addr)
-        if not hasattr(handler, "send"):
-            handler = _answer(handler)
-        m.push(cpu, Frame("trap", handler, k, irqs_off=True, tags={"trap_addr": addr, "foreign": foreign}))
-
-    def foreign_trap(self, cpu: Cpu) -> None:
-        self.trap(cpu, self.m.image.foreign_trap, foreign=True)
-
-    def trap_return(self, cpu: Cpu, frame: Frame, answer) -> None:
-        m = self.m
-        addr = frame.tags["trap_addr"]
-        foreign = frame.tags["foreign"]
-        site = m.site_by_addr.get(addr)
-        if answer is ops.NOT_MINE or answer is None:
-            if not foreign:
-                self.checks.trap_unclaimed(cpu, addr, site)
-                if m.finding is not None:
-                    return
-            elif m.observing:
-                m.emit(cpu, ev.TrapPassedOn)
-        elif isinstance(answer, ops.Emulate):
-            self.checks.trap_emulate(cpu, addr, site, foreign, answer)
-            if m.finding is not None:
-                return
-            kind, target = self.fetch.semantics(answer.insn, addr)
-            cpu.code_frame.pc = cpu.hw.emulate(kind, target, addr + len(answer.insn))
-            if m.observing:
-                m.emit(cpu, ev.TrapEmulates, answer.insn, addr)
-        else:
-            raise TypeError(f"trap handler returned {answer!r}; expected NOT_MINE or k.emulate()")
-        if m.observing:
-            m.emit(cpu, ev.TrapReturn)
-        self.views.serialize(cpu)
-        if not foreign:
-            self.checks.resume(cpu, self.trap_name)
-
-    def trap_resume_pc(self, addr: int) -> int:
-        """Where code that trapped at `addr` resumes once its handler returns."""
-        return addr + self.trap_len
 
     # ---- NMIs ----------------------------------------------------------------------------------
     def nmi(self, cpu: Cpu) -> None:

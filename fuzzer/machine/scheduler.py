@@ -38,7 +38,7 @@ class Scheduler(Part):
         # the runnable scan's order after each CPU: round robin from the next one
         self.orders = [[cpus[(last + 1 + i) % n] for i in range(n)] for last in range(n)]
         self.injectors = {"nmi": machine.interrupts.nmi, "irq": machine.interrupts.irq,
-                          "foreign": machine.interrupts.foreign_trap,
+                          "foreign": machine.traps.foreign_trap,
                           "preempt": machine.interrupts.preempt, "drain": self._drain_one}
 
 

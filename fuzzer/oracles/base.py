@@ -21,8 +21,8 @@ CHECK_POINTS: dict[str, str] = {
                             "after the patch of the site was declared complete is about to execute "
                             "a whole instruction of a written version",
     "trap_unclaimed": "(cpu, addr, site): the trap handler did not claim a trap that is not foreign",
-    "trap_emulate": "(cpu, addr, site, foreign, answer): the trap handler asks to emulate "
-                    "`answer.insn` as if it ran at `answer.addr`",
+    "trap_claimed": "(cpu, addr, site, foreign, answer): the trap handlers claim the trap at "
+                    "`addr` with an answer (emulate, single-step, retry, detour)",
     "resume": "(cpu, after): interrupted code is about to resume on `cpu` (after an NMI, a "
               "trap, an IPI or a preemption)",
     "freed_access": "(cpu, frame, var): a frame touches protocol memory whose lifetime ended",

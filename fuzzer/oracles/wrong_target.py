@@ -1,12 +1,13 @@
 """wrong-target: control flow or handler emulation matches neither the old nor the new semantics.
 
 Three ways: a site holds a whole version that is neither old nor new (a protocol wrote something
-else there); the trap handler claims a breakpoint that is not its own (a foreign one, or another
-address); the handler emulates an instruction that is none of the site's versions.
+else there); the trap handlers claim a breakpoint that is not theirs (a foreign one, or another
+address); a handler emulates an instruction that is none of the site's versions.
 """
 
 from __future__ import annotations
 
+from .. import ops
 from .base import Oracle
 
 
@@ -24,13 +25,17 @@ class WrongTarget(Oracle):
         self.report(cpu, "site", f"executes {dis(view, site.addr)}; old is {dis(site.old, site.addr)}, "
                                  f"new is {dis(site.new, site.addr)}", site=site.name)
 
-    def on_trap_emulate(self, cpu, addr, site, foreign, answer) -> None:
+    def on_trap_claimed(self, cpu, addr, site, foreign, answer) -> None:
         m = self.m
-        if foreign or site is None or answer.addr != addr:
-            self.report(cpu, "foreign", f"trap at {m.sym(addr)}, handler emulated {answer.insn.hex(' ')} "
-                                        f"for {m.sym(answer.addr)}",
+        emulate = type(answer) is ops.Emulate
+        if foreign or (emulate and (site is None or answer.addr != addr)):
+            what = (f"emulated {answer.insn.hex(' ')} for {m.sym(answer.addr)}" if emulate
+                    else f"answered {answer!r}")
+            self.report(cpu, "foreign", f"trap at {m.sym(addr)}, handler {what}",
                         trap=m.arch.trap_name, ctx=m.context_name(cpu))
             return
+        if not emulate:
+            return  # single-step, retry, detour: what runs next is judged when it runs
         good = m.fetch.emulatable(site)
         if answer.insn not in good:
             dis = m.arch.disasm
