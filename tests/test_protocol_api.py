@@ -297,3 +297,42 @@ def test_the_new_instruction_is_never_torn_even_before_it_is_whole_in_memory():
     assert site.intended == {site.old}  # nothing written yet
     assert m.fetch.classify(site, site.new, 0) is WHOLE
     assert m.fetch.classify(site, site.old[:2] + site.new[2:], 0) is TORN  # far apart: a real mix
+
+
+class ThreeParties(Protocol):
+    """cpus_read_lock is a percpu rwsem whose queued writer blocks new readers: a patcher
+    holding text_mutex and wanting cpus_read_lock, CPU hotplug queued for writing behind a
+    reader, and that reader wanting text_mutex deadlock, three parties and no two of them alone."""
+
+    name = "test/three_parties"
+    sites = {"fentry": Site(old=NOP5, new=Call("ftrace_caller"))}
+    tasks = {"patcher": 0, "reader": 1, "hotplug": 2}
+    variants = {"v": {}}
+    expect = {"v": "deadlock"}
+
+    def patcher(self, k):
+        yield k.lock("text_mutex")
+        yield k.read_lock("cpu_hotplug_lock")
+        yield k.read_unlock("cpu_hotplug_lock")
+        yield k.unlock("text_mutex")
+
+    def reader(self, k):
+        yield k.read_lock("cpu_hotplug_lock")
+        yield k.lock("text_mutex")
+        yield k.unlock("text_mutex")
+        yield k.read_unlock("cpu_hotplug_lock")
+
+    def hotplug(self, k):
+        yield k.write_lock("cpu_hotplug_lock")
+        yield k.write_unlock("cpu_hotplug_lock")
+
+
+def test_a_queued_writer_lets_three_parties_deadlock():
+    from fuzzer.campaign import fuzz
+    from fuzzer.strategies.exhaustive import ExhaustiveStrategy
+
+    res = fuzz(Machine(ThreeParties, "v", Config(cpus=3)), ExhaustiveStrategy(nmis=0), schedules=20000)
+    cycles = [rec.finding for rec in res.crashes.values() if rec.finding.oracle == "deadlock"]
+    assert cycles, res.crashes
+    detail = cycles[0].detail
+    assert all(who in detail for who in ("patcher@cpu0", "reader@cpu1", "hotplug@cpu2")), detail
