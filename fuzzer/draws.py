@@ -174,6 +174,9 @@ PREEMPT_CPU = Draw("preempt cpu", 0, 0, "the CPU whose task is preempted", picks
                    per_option="")
 DRAIN_CPU = Draw("drain cpu", 0, 0, "the CPU whose oldest buffered store drains",
                  picks_cpu=True, per_option="")
+MIGRATE = Draw("migrate", 0, 0, "whether a task free to migrate stays on its CPU (the first "
+               "option, the default) or moves to the idle CPU the answer picks",
+               picks_cpu=True, per_option="migrations")
 PREEMPT_FOR = Draw("preempt for", 0, 0, "steps a preempted task stays off its CPU (IPIs and "
                    "NMIs are still taken)", alternatives=(Alt(0), Alt(255)))
 DRAIN = Draw("drain", DRAIN_ALL, DRAIN_ALL, "how many of the stepping CPU's buffered stores "
@@ -190,7 +193,8 @@ SLICE = Draw("slice", 0, 0, f"how far a CPU's code runs: to the next stop (a byt
              alternatives=(Alt(0), Alt(SLICE_SHORT, "short_slices")))
 
 DRAWS: dict[str, Draw] = {d.name: d for d in (EVENT, CPU, NMI_CPU, IRQ_CPU, TRAP_CPU, PREEMPT_CPU,
-                                              DRAIN_CPU, PREEMPT_FOR, DRAIN, TAKE_IPI, REFRESH, SLICE)}
+                                              DRAIN_CPU, MIGRATE, PREEMPT_FOR, DRAIN, TAKE_IPI, REFRESH,
+                                              SLICE)}
 # Draws whose answer picks one of `options` (CPU indices): a plan names the CPU itself.
 CPU_DRAWS = frozenset(d.name for d in DRAWS.values() if d.picks_cpu)
 # The byte that acts as each draw's default where bytes must go on.
@@ -200,8 +204,8 @@ NEUTRAL = {d.name: d.neutral for d in DRAWS.values()}
 # one per way a run can deviate from the free defaults. `partial_refresh` pays for refreshing
 # some fetch units of a stale view but not others (a torn fetch needs one).
 BUDGETS: dict[str, int] = {"context_switches": 3, "nmis": 1, "irqs": 0, "foreign_traps": 0,
-                           "preemptions": 0, "store_delays": 1, "partial_refresh": 1, "ipi_defers": 1,
-                           "short_slices": 0}
+                           "preemptions": 0, "migrations": 1, "store_delays": 1, "partial_refresh": 1,
+                           "ipi_defers": 1, "short_slices": 0}
 
 
 def _check_budgets() -> None:

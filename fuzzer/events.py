@@ -483,6 +483,15 @@ class TaskDone(Event):
 
 
 @dataclass(slots=True, eq=False)
+class Migrated(Event):
+    task: str
+    target: int
+
+    def text(self, r: Renderer) -> str:
+        return f"{self.task} migrates to cpu{self.target}"
+
+
+@dataclass(slots=True, eq=False)
 class Completed(Event):
     def text(self, r: Renderer) -> str:
         return "protocol declares completion"

@@ -315,9 +315,12 @@ class Protocol:
     # ISA's name for it).
     trap_handlers: ClassVar[tuple[str, ...] | None] = None
     # The tasks it runs: method name -> the CPU it runs on (negative: counted from the last
-    # CPU). None: `patcher` on CPU 0, and with `uses_hotplug` its `hotplug` on the last CPU.
-    # The other CPUs run the image's caller loop; a task that returns does too.
-    tasks: ClassVar[dict[str, int] | None] = None
+    # CPU), or None: free to migrate (it starts on the first CPU no task is placed on, and the
+    # schedule may move it at any of its steps to an idle CPU, as the kernel's scheduler can
+    # while it is preemptible). Default: `patcher` on CPU 0, and with `uses_hotplug` its
+    # `hotplug` on the last CPU. The other CPUs run the image's caller loop; a task that
+    # returns does too.
+    tasks: ClassVar[dict[str, int | None] | None] = None
 
     def __init__(self, variant: str):
         if variant not in self.variants:
@@ -337,11 +340,19 @@ class Protocol:
         return {}
 
     def task_cpus(self, ncpus: int) -> dict[str, int]:
-        """Each task's CPU on a machine of `ncpus` CPUs."""
+        """Each task's (first) CPU on a machine of `ncpus` CPUs; see `free_tasks` for which
+        may move."""
         tasks = self.tasks
         if tasks is None:
             tasks = {"patcher": 0, **({"hotplug": -1} if self.uses_hotplug else {})}
-        placed = {name: cpu % ncpus if -ncpus <= cpu < ncpus else None for name, cpu in tasks.items()}
+        placed = {name: cpu % ncpus if cpu is not None and -ncpus <= cpu < ncpus else None
+                  for name, cpu in tasks.items() if cpu is not None}
+        idle = [c for c in range(ncpus) if c not in placed.values()]
+        for name in (n for n, cpu in tasks.items() if cpu is None):
+            if not idle:
+                raise ValueError(f"{self.name}: no CPU left for the free task {name!r} on {ncpus} CPUs")
+            placed[name] = idle.pop(0)
+        placed = {name: placed[name] for name in tasks}  # the declared order
         bad = [n for n, c in placed.items() if c is None]
         if bad:
             raise ValueError(f"{self.name}: task {bad[0]!r} is placed on CPU {tasks[bad[0]]}, "
@@ -354,6 +365,10 @@ class Protocol:
         if missing:
             raise ValueError(f"{self.name}: task {missing[0]!r} has no method of that name")
         return placed
+
+    def free_tasks(self) -> frozenset[str]:
+        """The tasks free to migrate."""
+        return frozenset(n for n, cpu in (self.tasks or {}).items() if cpu is None)
 
     def patcher(self, k: K) -> Iterator:
         raise NotImplementedError

@@ -336,3 +336,54 @@ def test_a_queued_writer_lets_three_parties_deadlock():
     assert cycles, res.crashes
     detail = cycles[0].detail
     assert all(who in detail for who in ("patcher@cpu0", "reader@cpu1", "hotplug@cpu2")), detail
+
+
+class PerCpuCounter(Protocol):
+    """A free task bumps this CPU's counter in two steps (read, then write back): migrating in
+    between writes another CPU's counter with this one's value, unless preemption is off
+    (this_cpu_* under preempt_disable())."""
+
+    name = "test/per_cpu_counter"
+    sites = {"fentry": Site(old=NOP5, new=Call("ftrace_caller"))}
+    tasks = {"worker": None}
+    params = dict(preempt_off=False)
+    variants = {"preemptible": {}, "preempt-off": dict(preempt_off=True)}
+    expect = {"preemptible": "protocol-assert", "preempt-off": None}
+
+    def worker(self, k):
+        if self.v.preempt_off:
+            yield k.preempt_disable()
+        first = k.cpu
+        v = yield k.load(f"count{first}")
+        yield k.store(f"count{k.cpu}", v + 1)
+        if k.cpu != first:
+            yield k.bug("per-CPU update moved to another CPU half way")
+        if self.v.preempt_off:
+            yield k.preempt_enable()
+
+
+def test_a_free_task_migrates_unless_preemption_is_off():
+    from fuzzer.campaign import fuzz
+    from fuzzer.strategies.exhaustive import ExhaustiveStrategy
+
+    bad = fuzz(Machine(PerCpuCounter, "preemptible", Config(cpus=2)), ExhaustiveStrategy(nmis=0), schedules=20000)
+    assert {r.finding.title for r in bad.crashes.values()} == {
+        "protocol assertion: per-CPU update moved to another CPU half way"}
+    good = fuzz(Machine(PerCpuCounter, "preempt-off", Config(cpus=2)), ExhaustiveStrategy(nmis=0), schedules=20000)
+    assert good.exhausted and not good.crashes
+    # the free task starts on the first CPU no task holds, and migrates with k.cpu following it
+    m = Machine(PerCpuCounter, "preemptible", Config(cpus=3))
+    rec = next(iter(bad.crashes.values()))
+    r = Machine(PerCpuCounter, "preemptible", Config(cpus=2)).run(rec.schedule, trace=True)
+    assert any("worker migrates to cpu1" in ln for ln in r.trace)
+    assert m.tasks.on_cpu == {0: "worker"}
+
+
+def test_free_tasks_need_a_cpu_each():
+    class Crowd(PerCpuCounter):
+        name = "test/crowd"
+        tasks = {"worker": None, "patcher": 0}
+
+    assert Crowd("preemptible").task_cpus(2) == {"worker": 1, "patcher": 0}
+    with pytest.raises(ValueError, match="no CPU left for the free task"):
+        Crowd("preemptible").task_cpus(1)

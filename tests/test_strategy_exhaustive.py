@@ -140,6 +140,7 @@ def test_replayed_prefixes_recompute_to_the_same_alternatives():
 def test_bounds_and_constructor():
     s = ExhaustiveStrategy(seed=5, nmis=2, partial_refresh=False, unknown_option="ignored")
     assert s.bounds() == {"context_switches": 3, "nmis": 2, "irqs": 0, "foreign_traps": 0, "preemptions": 0,
+                          "migrations": 1,
                           "store_delays": 1, "partial_refresh": 0, "ipi_defers": 1, "short_slices": 0,
                           "max_steps": 300}
     assert s.name == "exhaustive" and not s.wants_coverage

@@ -36,6 +36,7 @@ class Coverage(Part):
             ev.TextDrain: self._text_drain, ev.Drain: self._drain, ev.Locked: self._lock,
             ev.Preempted: self._preempt, ev.Fetch: self._fetch, ev.Trap: self._trap,
             ev.Nmi: self._nmi, ev.Irq: self._irq, ev.TakeIpi: self._ipi, ev.Free: self._free,
+            ev.Migrated: self._migrated,
         }
 
     def observe(self, cpu: Cpu, e: ev.Event) -> None:
@@ -114,6 +115,9 @@ class Coverage(Part):
 
     def _irq(self, cpu, e):
         self._feat("irq", cpu.frames[-1].kind, cpu.frames[-1].task, self.m.progress)
+
+    def _migrated(self, cpu, e):
+        self._feat("migrate", e.task, self.m.progress)
 
     def _ipi(self, cpu, e):
         self._feat("ipi", self.m.progress, cpu.frames[-1].at_site is not None)

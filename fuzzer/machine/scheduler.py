@@ -23,7 +23,7 @@ from .state import Cpu
 
 HANG_STEPS = 3000  # fair (default) steps without completion before "no progress"
 _EVENT, _CPU = draws.EVENT, draws.CPU
-_DRAIN, _TAKE_IPI = draws.DRAIN, draws.TAKE_IPI
+_DRAIN, _TAKE_IPI, _MIGRATE = draws.DRAIN, draws.TAKE_IPI, draws.MIGRATE
 EV_NMI = draws.EV_NMI
 
 
@@ -168,6 +168,8 @@ class Scheduler(Part):
                 if cpu.preempted and len(cpu.frames) == 1:
                     interrupts.resume_preempted(cpu)
                     continue
+                if cpu.roaming and not fair and self._migrates(cpu):
+                    continue
             frame = cpu.frames[-1]
             op = frame.op
             if op.blocking and not readiness[type(op)](cpu, frame, op):
@@ -211,6 +213,19 @@ class Scheduler(Part):
         opts = tuple(c.idx for c in cands) if ch.source is not None else None
         cpu = cands[ch.byte(draws.DRAWS[kind.target].default, kind.target, len(cands), opts) % len(cands)]
         self.injectors[kind.name](cpu)
+        return True
+
+    def _migrates(self, cpu: Cpu) -> bool:
+        """The schedule may move the free task on `cpu` to an idle CPU (draws.MIGRATE)."""
+        tasks = self.m.tasks
+        targets = tasks.migration_targets(cpu)
+        if not targets:
+            return False
+        options = (cpu.idx, *(t.idx for t in targets))
+        pick = self.m.ch.byte(_MIGRATE.default, _MIGRATE.name, len(options), options) % len(options)
+        if not pick:
+            return False
+        tasks.migrate(cpu, targets[pick - 1])
         return True
 
     def _drain_one(self, cpu: Cpu) -> None:

@@ -113,15 +113,16 @@ class Cpu:
 
     `plain` says the CPU is online with no pending IPI, stop_machine request or preemption,
     so that only its top frame's op decides whether it can run (the scheduler's fast path).
-    It is derived from those four fields, which only the CPU's own methods change (`set_online`,
-    `add_ipi`/`take_ipis`, `set_stop_req`, `set_preempted`), each recomputing it; everyone else
+    It is derived from those fields and `roaming` (a task free to migrate runs here), which only
+    the CPU's own methods change (`set_online`, `add_ipi`/`take_ipis`, `set_stop_req`,
+    `set_preempted`, `set_roaming`), each recomputing it; everyone else
     only reads them (tests/test_machine_parts.py checks that no other module assigns them)."""
 
     __slots__ = ("idx", "hw", "views", "stale", "frames", "sb", "in_nmi", "preempted_until", "skip",
-                 "stop", "code_frame", "k", "plain", "online", "ipis", "stop_req", "preempted")
+                 "stop", "code_frame", "k", "plain", "online", "ipis", "stop_req", "preempted", "roaming")
     NOT_STATE = {"idx": "identity", "k": "identity", "hw": "read through abstract registers",
                  "stop": "reset before every slice reads it",
-                 "plain": "derived from online, ipis, stop_req and preempted"}
+                 "plain": "derived from online, ipis, stop_req, preempted and roaming"}
 
     def __init__(self, idx: int, hw, sites: dict[str, SiteState]):
         self.idx = idx
@@ -143,10 +144,16 @@ class Cpu:
         self.ipis: list = []  # pending IPIs (the SyncCores ops that sent them), oldest first
         self.stop_req = None  # the stop_machine rendezvous this CPU is asked to park in
         self.preempted = False
+        self.roaming = False  # its thread is a task free to migrate, not finished
         self.plain = True
 
     def _replain(self) -> None:
-        self.plain = self.online and not self.ipis and self.stop_req is None and not self.preempted
+        self.plain = (self.online and not self.ipis and self.stop_req is None and not self.preempted
+                      and not self.roaming)
+
+    def set_roaming(self, value: bool) -> None:
+        self.roaming = value
+        self._replain()
 
     def set_online(self, value: bool) -> None:
         self.online = value

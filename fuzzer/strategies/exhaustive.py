@@ -265,6 +265,9 @@ class _ReplaySource:
             alts = self._refresh_alts()
         elif spec.per_option == "":
             alts = [(i, FREE) for i in range(n)]
+        elif spec.per_option:  # the first option is the free default, the others spend the budget
+            slot = SLOT[spec.per_option]
+            alts = [(0, FREE)] + ([(i, slot) for i in range(1, n)] if self.left[slot] else [])
         else:
             left = self.left
             alts = [(a.byte, FREE if a.budget is None else SLOT[a.budget])
