@@ -99,6 +99,18 @@ class WaitUntil(Op):
     blocking = True
 
 
+class SynchronizeRcu(Op):
+    """Wait for an RCU grace period: every other online CPU has been seen in a quiescent state
+    (its thread alone, IRQs on, preemption on) since the call. `pending` holds the CPUs not
+    seen yet (None before the call runs)."""
+
+    __slots__ = ("pending",)
+    blocking = True
+
+    def __init__(self) -> None:
+        self.pending: set[int] | None = None
+
+
 @dataclass(slots=True)
 class IrqSave(Op):
     """local_irq_save(): IRQs off on this CPU's frame; the answer is the previous state."""

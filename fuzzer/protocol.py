@@ -205,6 +205,18 @@ class K:
     def preempt_enable(self) -> ops.Preempt:
         return ops.Preempt(-1)
 
+    def rcu_read_lock(self) -> ops.Preempt:
+        """An RCU read-side critical section (classic RCU: preemption off) begins."""
+        return ops.Preempt(1)
+
+    def rcu_read_unlock(self) -> ops.Preempt:
+        return ops.Preempt(-1)
+
+    def synchronize_rcu(self) -> ops.SynchronizeRcu:
+        """Wait until every other online CPU has passed a quiescent state (its thread alone, IRQs
+        and preemption on): no RCU reader that began before the call is still running."""
+        return ops.SynchronizeRcu()
+
     def spin_lock(self, name: str) -> Iterator:
         """`yield from k.spin_lock(name)`: preemption off, then spin for the lock."""
         yield ops.Preempt(1)

@@ -387,3 +387,42 @@ def test_free_tasks_need_a_cpu_each():
     assert Crowd("preemptible").task_cpus(2) == {"worker": 1, "patcher": 0}
     with pytest.raises(ValueError, match="no CPU left for the free task"):
         Crowd("preemptible").task_cpus(1)
+
+
+class RcuFree(Protocol):
+    """An updater swaps a pointer and frees the old object; a reader follows the pointer inside
+    rcu_read_lock(). The updater waits for a grace period before the free, unless `no-sync`."""
+
+    name = "test/rcu_free"
+    sites = {"fentry": Site(old=NOP5, new=Call("ftrace_caller"))}
+    tasks = {"updater": 0, "reader": 1}
+    params = dict(grace=True)
+    variants = {"correct": {}, "no-sync": dict(grace=False)}
+    expect = {"correct": None, "no-sync": "use-after-free"}
+
+    def initial_memory(self):
+        return {"ptr": "obj1", "obj1": 1}
+
+    def updater(self, k):
+        yield k.alloc("obj2", 2)
+        yield k.store_release("ptr", "obj2")
+        yield k.mb()
+        if self.v.grace:
+            yield k.synchronize_rcu()
+        yield k.free("obj1")
+
+    def reader(self, k):
+        yield k.rcu_read_lock()
+        obj = yield k.load("ptr")
+        yield k.load(obj)
+        yield k.rcu_read_unlock()
+
+
+def test_synchronize_rcu_waits_for_readers():
+    from fuzzer.campaign import fuzz
+    from fuzzer.strategies.exhaustive import ExhaustiveStrategy
+
+    for variant, want in RcuFree.expect.items():
+        res = fuzz(Machine(RcuFree, variant, Config(cpus=2)), ExhaustiveStrategy(nmis=0), schedules=30000)
+        found = {r.finding.oracle for r in res.crashes.values()}
+        assert found == ({want} if want else set()) and (want or res.exhausted), (variant, found)

@@ -44,12 +44,13 @@ class Sync(Part):
     def handlers(self) -> dict:
         return {ops.LockOp: self.op_lock, ops.UnlockOp: self.op_unlock,
                 ops.StopMachineEnter: self.op_stop_enter, ops.StopMachineExit: self.op_stop_exit,
-                ops.Park: self.op_park, ops.CpuDown: self.op_cpu_down, ops.CpuUp: self.op_cpu_up}
+                ops.Park: self.op_park, ops.CpuDown: self.op_cpu_down, ops.CpuUp: self.op_cpu_up,
+                ops.SynchronizeRcu: self.op_synchronize_rcu}
 
     def readiness(self) -> dict:
         return {ops.LockOp: self.lock_ready, ops.Park: self.park_ready,
                 ops.StopMachineEnter: self.stop_ready, ops.StopMachineExit: self.stop_exit_ready,
-                ops.CpuDown: self.cpu_down_ready}
+                ops.CpuDown: self.cpu_down_ready, ops.SynchronizeRcu: self.grace_period_over}
 
     def on_yield(self) -> dict:
         """Ops whose yield itself has an effect, at the moment the coroutine yields them."""
@@ -223,6 +224,32 @@ class Sync(Part):
             m.emit(cpu, ev.Unparked)
         if m.stop_machine_serializes:
             self.views.serialize(cpu)
+
+    # ---- RCU -----------------------------------------------------------------------------------
+    def quiescent(self, cpu: Cpu) -> bool:
+        """Outside every RCU read-side critical section: its thread alone (no handler), IRQs on
+        and preemption on (classic RCU), or offline."""
+        if not cpu.online:
+            return True
+        top = cpu.frames[-1]
+        return len(cpu.frames) == 1 and not top.preempt_count and self.interrupts.irqs_on(cpu)
+
+    def grace_period_over(self, cpu: Cpu, frame: Frame, op: ops.SynchronizeRcu) -> bool:
+        # Each look takes off the CPUs that are quiescent now: they have passed a quiescent
+        # state since the call (the set only shrinks, so how often the scheduler looks changes
+        # only how soon, not whether).
+        if op.pending is None:
+            return True  # the call runs first: it starts the grace period
+        op.pending = {c for c in op.pending if not self.quiescent(self.m.cpus[c])}
+        return not op.pending
+
+    def op_synchronize_rcu(self, cpu: Cpu, frame: Frame, op: ops.SynchronizeRcu) -> None:
+        if op.pending is None:
+            op.pending = {c.idx for c in self.m.cpus if c is not cpu and c.online}
+            if self.grace_period_over(cpu, frame, op):
+                self.m.advance(cpu, frame, None)
+            return
+        self.m.advance(cpu, frame, None)
 
     # ---- hotplug -------------------------------------------------------------------------------
     def cpu_down_ready(self, cpu: Cpu, frame: Frame, op: ops.CpuDown) -> bool:
