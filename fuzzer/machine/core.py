@@ -7,9 +7,10 @@ composition of parts that each own one responsibility:
     views.py       per-CPU instruction views and when they refresh
     fetch.py       what a fetch at a patch site is (whole, foreign, torn)
     code.py        slices of real code on the emulator, its hooks, the aftermath of a finding
-    interrupts.py  traps, NMIs, IPIs, preemption
-    sync.py        locks and the wait-for graph, stop_machine, hotplug
-    tasks.py       the protocol's tasks and the caller loops of the other CPUs
+    interrupts.py  NMIs, IRQs, IPIs, preemption, IRQ masking
+    traps.py       breakpoints: the handler chain, its answers, kprobes
+    sync.py        locks and the wait-for graph, stop_machine, hotplug, RCU grace periods
+    tasks.py       the protocol's tasks (fixed or free to migrate) and the other CPUs' caller loops
     scheduler.py   the loop: one step at a time, every decision drawn from the schedule
     coverage.py    interleaving coverage, an observer of the events
     ../oracles/    what is a violation, one file each
