@@ -76,3 +76,42 @@ def test_farm_workers_run_a_protocol_from_their_configured_directory(farm, tmp_p
     camp = st["campaigns"][0]
     assert (camp["protocol"], camp["status"], camp["jobs"]) == ("mine/naive_copy", "finished", {"finished": 1})
     assert camp["findings"] > 0
+
+
+NEW_API_PROTOCOL = '''
+from fuzzer.arch.x86_64 import NOP5
+from fuzzer.protocol import Call, Protocol, Site
+
+
+class OwnIrqFree(Protocol):
+    """A free-to-migrate task that writes a call byte by byte with IRQs on, and an invariant."""
+
+    name = "mine/own_irq_free"
+    sites = {"fentry": Site(old=NOP5, new=Call("ftrace_caller"))}
+    tasks = {"patcher": 0, "roamer": None}
+    variants = {"v": {}}
+    expect = {"v": "torn-fetch"}
+
+    def invariants(self):
+        return {"roamer runs at most once": lambda s: s.var("roamed") <= 1}
+
+    def patcher(self, k):
+        yield k.poke("fentry", k.site("fentry").new)
+
+    def roamer(self, k):
+        yield k.atomic_inc("roamed")
+'''
+
+
+def test_farm_jobs_run_protocols_with_tasks_irqs_and_invariants(farm, tmp_path):  # noqa: F811
+    d = tmp_path / "protocols"
+    d.mkdir()
+    (d / "own_irq_free.py").write_text(NEW_API_PROTOCOL)
+    sub = cli(d, "farm", "submit", "mine/own_irq_free", "--jobs", "1", "--job-seconds", "3",
+              "--strategy", "swarm", "--minimize-runs", "200", "--json")
+    assert sub.returncode == 0, sub.stderr
+    work = cli(d, "worker", "--burst")
+    assert work.returncode == 0, work.stderr[-2000:]
+    listed = json.loads(cli(d, "crashes", "list", "--json").stdout)
+    titles = {row["title"] for row in listed if row["protocol"] == "mine/own_irq_free"}
+    assert "torn fetch at fentry in IRQ" in titles, titles
