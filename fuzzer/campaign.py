@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from .machine import Machine
 from .oracles import Finding
@@ -45,12 +45,27 @@ class CrashRecord:
 
 
 @dataclass
+class ErrorRecord:
+    """The protocol's own code went wrong (guard.ProtocolError), and the schedule that led
+    there: the campaign stops, since no later verdict could be trusted."""
+
+    error: Any
+    schedule: bytes
+    at_schedule: int
+
+    def replay(self, cpus: int) -> str:
+        e = self.error
+        return f"patchfuzz run {e.protocol}:{e.variant} --cpus {cpus} --schedule '{self.schedule.hex()}'"
+
+
+@dataclass
 class CampaignResult:
     schedules: int = 0
     seconds: float = 0.0
     crashes: dict[str, CrashRecord] = field(default_factory=dict)
     exhausted: bool = False  # the strategy covered everything it could try (exhaustive)
     stats: dict = field(default_factory=dict)  # strategy figures: coverage, corpus size, ...
+    error: ErrorRecord | None = None  # the protocol's code went wrong: the campaign stopped there
 
     @property
     def rate(self) -> float:
@@ -110,6 +125,12 @@ class Campaign:
         if finding.oracle in self.stop_on:
             self.stopped = True
         return rec
+
+    def errored(self, error: Any, schedule: bytes) -> None:
+        """The protocol's own code went wrong on `schedule`: keep it, stop the campaign."""
+        if self.result.error is None:
+            self.result.error = ErrorRecord(error, schedule, self.result.schedules)
+        self.stopped = True
 
     def progress(self, stats: Callable[[], dict]) -> None:
         """Live figures for whoever watches, at most every `progress_every` seconds; `stats`

@@ -26,10 +26,12 @@ from __future__ import annotations
 from typing import Any
 
 from .. import events as ev
+from .. import ops
 from ..arch import get_arch
 from ..arch.image import resolve
 from ..choices import Abandon, Choices
 from ..events import Renderer
+from ..guard import WATCHDOG, ProtocolError, ProtocolFault, ProtocolTimeout, fault_from, where_suspended
 from ..oracles import ALL as ALL_ORACLES
 from ..oracles import CHECK_POINTS, Finding
 from ..oracles.titles import sanitize
@@ -86,7 +88,9 @@ class Machine:
     NOT_STATE = {
         **dict.fromkeys(("config", "protocol_cls", "variant", "arch", "stop_machine_serializes", "image",
                          "site_by_addr", "_site_ranges", "ncpus", "renderer", "oracles", "_oracle",
-                         "checks", "handlers", "readiness", "yield_hooks"), "fixed for the machine's lifetime"),
+                         "checks", "handlers", "readiness", "yield_hooks", "op_types", "watchdog"),
+                        "fixed for the machine's lifetime"),
+        "error": "None until the run ends",
         **dict.fromkeys(PARTS, "a part: classifies its own attributes"),
         "step": "kept as steps left and a preemption's remaining time",
         "ch": "the choice source itself",
@@ -150,6 +154,8 @@ class Machine:
         unready = [t.__name__ for t in self.handlers if t.blocking and t not in self.readiness]
         if unready:
             raise TypeError(f"blocking ops without a readiness check: {', '.join(unready)}")
+        self.op_types = frozenset(self.handlers) | {ops.RunCode}  # what a coroutine may yield
+        self.watchdog = WATCHDOG
         self.tracing = self.observing = False
         self.coverage: Coverage | None = None
 
@@ -159,15 +165,32 @@ class Machine:
         """Run one schedule. `source` (a ChoiceSource) steers the run instead of bytes;
         `trace` keeps the run's events (`RunResult.events`, `.trace`); `coverage` collects
         interleaving features in `RunResult.features`."""
-        self._reset(schedule, trace, source, coverage)
+        wd = self.watchdog
+        wd.arm(self.config.op_timeout)
         try:
+            self._reset(schedule, trace, source, coverage)
             self.scheduler.loop()
         except Abandon:
             return self._result(abandoned=True)
+        except ProtocolFault as e:
+            self._failed(e)
+        except ProtocolTimeout as e:  # stopped just after the protocol's code returned
+            self._failed(fault_from(e))
+        finally:
+            wd.disarm()
         f = self.finding
-        if f is not None and self._oracle[f.oracle].shows_consequence:
+        if self.error is None and f is not None and self._oracle[f.oracle].shows_consequence:
             self.code.aftermath(self.cpus[f.cpu])
         return self._result()
+
+    def _failed(self, fault: ProtocolFault) -> None:
+        cpu = fault.cpu if fault.cpu >= 0 else self.last_cpu
+        self.error = ProtocolError(protocol=self.protocol_cls.name, variant=self.variant,
+                                   where=fault.where, what=fault.what, step=self.step, cpu=cpu)
+        if self.tracing:
+            c = self.cpus[cpu]
+            self.events.append(ev.ProtocolFailed(self.step, cpu, c.frames[-1].kind if c.frames else "-",
+                                                 fault.where, fault.what))
 
     def _result(self, abandoned: bool = False) -> RunResult:
         cov = self.coverage
@@ -176,9 +199,10 @@ class Machine:
                          schedule_used=len(self.ch.used), schedule=self.ch.used,
                          events=self.events, renderer=self.renderer,
                          features=cov.features if cov else None, feature_at=cov.at if cov else None,
-                         near=cov.near if cov else None, abandoned=abandoned)
+                         near=cov.near if cov else None, abandoned=abandoned, error=self.error)
 
     def _reset(self, schedule: bytes, trace: bool, source, coverage: bool) -> None:
+        self.error: ProtocolError | None = None
         self.ch = Choices(schedule, source)
         self.coverage = Coverage(self) if coverage else None
         self.tracing = trace
@@ -214,15 +238,30 @@ class Machine:
         self.advance(cpu, frame, None)
 
     def advance(self, cpu: Cpu, frame: Frame, value: Any) -> None:
-        """Run the frame's Python code up to its next op (or its end)."""
+        """Run the frame's Python code up to its next op (or its end). The protocol's code runs
+        here: what it raises, and an answer that is not an op, end the run as its error."""
         if frame.task:
             self.progress += 1
+        wd = self.watchdog
+        wd.entries += 1
+        wd.inside = True
         try:
             op = frame.op = frame.gen.send(value)
         except StopIteration as stop:
+            wd.inside = False
             frame.op = None
             self.pop(cpu, frame, stop.value)
             return
+        except (Exception, ProtocolTimeout) as e:
+            wd.inside = False
+            if isinstance(e, ProtocolFault):
+                raise
+            raise fault_from(e, cpu.idx) from None
+        wd.inside = False
+        if type(op) not in self.op_types:
+            frame.op = None
+            raise ProtocolFault(f"yielded {op!r} ({type(op).__name__}), which is not an op (yield k.<op>(...))",
+                                where_suspended(frame.gen), cpu.idx)
         hook = self.yield_hooks.get(type(op))
         if hook is not None:
             hook(cpu, frame, op)

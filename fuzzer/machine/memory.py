@@ -16,8 +16,16 @@ from typing import Any
 
 from .. import events as ev
 from .. import ops
+from ..guard import protected
 from .part import Part
 from .state import Cpu, Frame, SiteState
+
+
+def _holds(pred, values: tuple) -> bool:
+    try:
+        return bool(pred(*values))
+    except TypeError:  # a value of another type than the predicate expects yet: not ready
+        return False
 
 
 class Memory(Part):
@@ -36,7 +44,7 @@ class Memory(Part):
 
 
     def reset(self) -> None:
-        self.mem = dict(self.m.proto.initial_memory())
+        self.mem = dict(protected(-1, self.m.proto.initial_memory))
         self.freed = set()
         self.writer = {}
 
@@ -206,12 +214,8 @@ class Memory(Part):
             m.advance(cpu, frame, None)
 
     def wait_ready(self, cpu: Cpu, frame: Frame, op: ops.WaitUntil) -> bool:
-        try:
-            if type(op.var) is str:
-                return bool(op.pred(self.peek(cpu, op.var)))
-            return bool(op.pred(*(self.peek(cpu, var) for var in op.var)))
-        except TypeError:
-            return False
+        values = (self.peek(cpu, op.var),) if type(op.var) is str else tuple(self.peek(cpu, v) for v in op.var)
+        return protected(cpu.idx, _holds, op.pred, values)
 
     def op_wait(self, cpu: Cpu, frame: Frame, op: ops.WaitUntil) -> None:
         m = self.m

@@ -26,6 +26,8 @@ class Config:
     max_steps: int = 20000
     epilogue_steps_per_cpu: int = 3
     stop_machine_serializes: bool | None = None  # None: the architecture's rule
+    # seconds a protocol's code may run between two ops before the watchdog stops it (0: never)
+    op_timeout: float = 2.0
 
     def to_dict(self) -> dict:
         return {"cpus": self.cpus, "stop_machine_serializes": self.stop_machine_serializes}
@@ -239,10 +241,11 @@ class RunResult:
     # read the variable still runs): where a search should spend its next runs
     near: list[int] | None = None
     abandoned: bool = False  # the choice source stopped the run early (pruned)
+    error: Any = None  # a guard.ProtocolError: the protocol's own code went wrong
 
     @property
     def verdict(self) -> str:
-        return "crash" if self.finding else "clean"
+        return "error" if self.error else "crash" if self.finding else "clean"
 
     @cached_property
     def trace(self) -> list[str]:

@@ -21,6 +21,7 @@ from typing import Any
 
 from .. import events as ev
 from .. import ops
+from ..guard import protected
 from ..protocol import Protocol
 from .part import Part
 from .state import Cpu, Frame
@@ -83,14 +84,14 @@ class Traps(Part):
         self.views.serialize(cpu)  # exception entry
         k = cpu.k
         if len(self.chain) == 1:
-            handler = _as_coroutine(self.chain[0](k, addr))
+            handler = _as_coroutine(protected(cpu.idx, self.chain[0], k, addr))
         else:
             handler = self._run_chain(k, addr)
         m.push(cpu, Frame("trap", handler, k, irqs_off=True, tags={"trap_addr": addr, "foreign": foreign}))
 
     def _run_chain(self, k, addr: int):
         for handler in self.chain:
-            answer = yield from _as_coroutine(handler(k, addr))
+            answer = yield from _as_coroutine(protected(k.cpu, handler, k, addr))
             if answer is not ops.NOT_MINE and answer is not None:
                 return answer
         return ops.NOT_MINE

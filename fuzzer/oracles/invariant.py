@@ -10,6 +10,7 @@ a CPU still holds in its store buffer), the text in memory and the locks.
 
 from __future__ import annotations
 
+from ..guard import protected
 from .base import Oracle
 
 
@@ -59,7 +60,7 @@ class Invariant(Oracle):
     def on_shared_changed(self, cpu) -> None:
         shared = self.shared
         for name, holds in self.predicates.items():
-            if not holds(shared):
+            if not protected(cpu.idx, holds, shared):
                 m = self.m
                 detail = "; ".join(f"{k} = {v!r}" for k, v in sorted(m.memory.mem.items(), key=lambda kv: kv[0]))
                 texts = "; ".join(f"{s.name} holds {bytes(s.truth).hex(' ')}" for s in m.sites.values())

@@ -67,6 +67,9 @@ class Stepwise:
                 return
             result = machine.run(run.schedule, source=run.source, coverage=self.wants_coverage)
             campaign.ran()
+            if result.error is not None:
+                campaign.errored(result.error, result.schedule)
+                return
             self.observe(run, result)
             if result.finding is not None and not result.abandoned:
                 campaign.found(result.finding, result.schedule)
