@@ -94,7 +94,10 @@ def replay_case(case: Case, machines: dict) -> Outcome:
         except UnknownProtocol as e:
             return Outcome(case.name, "error", str(e))
         machine = machines[key] = Machine(cls, variant, Config(cpus=case.cpus))
-    f = machine.run(case.schedule).finding
+    r = machine.run(case.schedule)
+    if r.error is not None:  # neither clean nor the bug: the protocol's own code went wrong
+        return Outcome(case.name, "regression", r.error.line())
+    f = r.finding
     want = case.expect
     if want["verdict"] == "clean":
         if f is None:

@@ -115,3 +115,43 @@ def test_farm_jobs_run_protocols_with_tasks_irqs_and_invariants(farm, tmp_path):
     listed = json.loads(cli(d, "crashes", "list", "--json").stdout)
     titles = {row["title"] for row in listed if row["protocol"] == "mine/own_irq_free"}
     assert "torn fetch at fentry in IRQ" in titles, titles
+
+
+SPINS_AFTER_TWO_NMIS = '''
+from fuzzer.arch.x86_64 import NOP5
+from fuzzer.protocol import Call, Protocol, Site
+
+
+class Spins(Protocol):
+    name = "mine/farm_spins"
+    sites = {"fentry": Site(old=NOP5, new=Call("ftrace_caller"))}
+    variants = {"v": {}}
+    expect = {"v": "torn-fetch"}
+
+    def patcher(self, k):
+        yield k.poke("fentry", k.site("fentry").new)
+        if (yield k.load("nmis")) >= 2:
+            while True:
+                pass
+
+    def nmi_enter(self, k):
+        yield k.atomic_inc("nmis")
+'''
+
+
+def test_a_farm_job_that_hits_a_protocol_error_fails_with_the_error_and_its_replay(farm, tmp_path):  # noqa: F811
+    d = tmp_path / "protocols"
+    d.mkdir()
+    (d / "farm_spins.py").write_text(SPINS_AFTER_TWO_NMIS)
+    sub = cli(d, "farm", "submit", "mine/farm_spins", "--jobs", "1", "--job-seconds", "20",
+              "--strategy", "random", "--minimize-runs", "50", "--json")
+    assert sub.returncode == 0, sub.stderr
+    env_timeout = dict(os.environ, PATCHFUZZ_PROTOCOL_DIR=str(d))
+    work = subprocess.run([sys.executable, "-m", "fuzzer.cli", "worker", "--burst"], cwd=ROOT, env=env_timeout,
+                          capture_output=True, text=True, timeout=300)
+    assert work.returncode == 0, work.stderr[-2000:]
+    camp = json.loads(cli(d, "farm", "status", "--json").stdout)["campaigns"][0]
+    assert camp["status"] == "failed" and camp["findings"] > 0, camp
+    detail = json.loads(cli(d, "farm", "status", str(camp["id"]), "--json").stdout)
+    job = detail["campaigns"][0]["job_list"][0]
+    assert "protocol error" in job["error"] and "farm_spins.py" in job["error"] and "replay: patchfuzz run" in job["error"]

@@ -88,3 +88,97 @@ def test_every_in_process_strategy_stops_at_a_protocol_error(strategy):
     assert res.error is not None and "without yielding" in res.error.error.what
     assert res.seconds < 10 and res.schedules == res.error.at_schedule
     assert m.run(res.error.schedule).error is not None  # replayable
+
+
+def _user_dir(tmp_path, body: str):
+    d = tmp_path / "protocols"
+    d.mkdir()
+    (d / "mine.py").write_text(body)
+    return d
+
+
+USER_PROTOCOL = '''
+from fuzzer.arch.x86_64 import NOP5
+from fuzzer.protocol import Call, Protocol, Site
+
+
+class Spins(Protocol):
+    name = "mine/spins"
+    sites = {"fentry": Site(old=NOP5, new=Call("ftrace_caller"))}
+    params = dict(first=False)
+    variants = {"late": {}, "first": dict(first=True)}
+    expect = {"late": "torn-fetch", "first": None}
+
+    def patcher(self, k):
+        if self.v.first:
+            yield k.atomic_inc("started")
+            while True:  # THE LOOP
+                pass
+        yield k.poke("fentry", k.site("fentry").new)  # torn by NMIs: findings first
+        if (yield k.load("nmis")) >= 2:
+            while True:  # ONLY AFTER TWO NMIS
+                pass
+
+    def nmi_enter(self, k):
+        yield k.atomic_inc("nmis")
+'''
+
+
+def _cli(d, *args, timeout=120):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, PATCHFUZZ_PROTOCOL_DIR=str(d))
+    return subprocess.run([sys.executable, "-m", "fuzzer.cli", *args], env=env, capture_output=True,
+                          text=True, timeout=timeout, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_run_reports_a_protocol_error_in_one_line_with_exit_3(tmp_path):
+    d = _user_dir(tmp_path, USER_PROTOCOL)
+    p = _cli(d, "run", "mine/spins:first", "--schedule", "00", "--op-timeout", "0.3")
+    assert p.returncode == 3, (p.stdout, p.stderr)
+    assert "PROTOCOL ERROR at" in p.stdout and "mine.py:" in p.stdout and "without yielding" in p.stdout
+    assert "Traceback" not in p.stderr
+    bad = _cli(d, "run", "mine/spins:first", "--schedule", "00", "--op-timeout", "nan")
+    assert bad.returncode == 2 and "--op-timeout" in bad.stderr
+
+
+def test_fuzz_stops_at_a_protocol_error_keeps_what_it_found_and_closes_the_campaign(tmp_path):
+    import json
+    import sqlite3
+
+    d = _user_dir(tmp_path, USER_PROTOCOL)
+    db = tmp_path / "c.db"
+    # random search finds the tear first, then a schedule with two NMIs before the check
+    p = _cli(d, "fuzz", "mine/spins:late", "--strategy", "random", "--schedules", "3000",
+             "--op-timeout", "0.3", "--db", f"sqlite:///{db}", "--json", "--minimize-runs", "100")
+    assert p.returncode == 3, p.stderr
+    out = json.loads(p.stdout)
+    assert out["crashes"] and out["crashes"][0]["oracle"] == "torn-fetch"  # kept
+    assert out["schedules"] < 3000 and "without yielding" in out["error"]["what"]
+    minimized = sqlite3.connect(db).execute("select count(*) from crash_samples where minimized").fetchone()
+    assert minimized[0] >= 1  # and minimized
+    assert out["error"]["where"].split(":")[0].endswith("mine.py") and out["error"]["replay"].startswith("patchfuzz run")
+    assert "Traceback" not in p.stderr and p.stderr.count("\n") <= 3
+    status = sqlite3.connect(db).execute("select status from campaigns").fetchall()
+    assert status == [("errored",)]
+    # the replay command it prints reproduces the error
+    schedule = out["error"]["schedule"]
+    again = _cli(d, "run", "mine/spins:late", "--schedule", schedule or "00", "--op-timeout", "0.3")
+    assert again.returncode == 3
+
+
+def test_atheris_stops_at_a_protocol_error_and_keeps_its_schedule(tmp_path):
+    import json
+
+    d = _user_dir(tmp_path, USER_PROTOCOL)
+    p = _cli(d, "fuzz", "mine/spins:late", "--seconds", "60", "--op-timeout", "0.3", "--no-db",
+             "--corpus", str(tmp_path / "corpus"), "--json", timeout=200)
+    assert p.returncode == 3, p.stderr[-2000:]
+    out = json.loads(p.stdout)
+    assert "without yielding" in out["error"]["what"] and out["error"]["schedule"]
+    assert "Traceback" not in p.stderr
+    again = _cli(d, "run", "mine/spins:late", "--schedule", out["error"]["schedule"], "--op-timeout", "0.3")
+    assert again.returncode == 3

@@ -238,8 +238,14 @@ def _run(database: db.Database, job_id: int, settings: FarmSettings) -> dict[str
                   f"job {job_id} final checkpoint")
         patiently(lambda: sink.minimize_new(int(campaign["config"].get("minimize_runs", MINIMIZE_RUNS))),
                   f"job {job_id} minimization")
-        patiently(lambda: db.finish_job(database, job_id, schedules_run=res.schedules),
-                  f"job {job_id} finish")
+        if res.error is not None:  # the protocol's own code went wrong: the job says so, with the replay
+            cpus = machine.config.cpus
+            error = f"{res.error.error.line()}; replay: {res.error.replay(cpus)}"
+            patiently(lambda: db.finish_job(database, job_id, state="failed", schedules_run=res.schedules,
+                                            error=error), f"job {job_id} finish")
+        else:
+            patiently(lambda: db.finish_job(database, job_id, schedules_run=res.schedules),
+                      f"job {job_id} finish")
         status = patiently(lambda: db.settle_campaign(database, cid), f"campaign {cid} settle")
         return {"job": job_id, "attempt": attempt, "schedules": res.schedules,
                 "findings": {s: r.hits for s, r in res.crashes.items()}, "campaign": status}

@@ -16,7 +16,23 @@ from ..protocols import UnknownProtocol, resolve
 err_console = Console(stderr=True)
 
 
-def build_machine(spec: str, cpus: int, stop_machine_serializes: bool | None) -> Machine:
+EXIT_PROTOCOL_ERROR = 3  # the protocol's own code went wrong: neither clean (0) nor a finding (1)
+
+
+def _op_timeout(ctx, param, value: float) -> float:
+    if not (value >= 0 and value != float("inf")):  # rejects nan too
+        raise click.BadParameter(f"must be a finite number of seconds >= 0, got {value}")
+    return value
+
+
+op_timeout_option = click.option(
+    "--op-timeout", type=float, default=Config.op_timeout, show_default=True, callback=_op_timeout,
+    metavar="SECONDS", help="How long a protocol's code may run between two ops before the watchdog "
+                            "stops it as a protocol error (0: never).")
+
+
+def build_machine(spec: str, cpus: int, stop_machine_serializes: bool | None,
+                  op_timeout: float = Config.op_timeout) -> Machine:
     if not MIN_CPUS <= cpus <= MAX_CPUS:
         raise UserError(f"--cpus must be between {MIN_CPUS} and {MAX_CPUS}, got {cpus}")
     try:
@@ -24,7 +40,8 @@ def build_machine(spec: str, cpus: int, stop_machine_serializes: bool | None) ->
     except UnknownProtocol as e:
         raise UserError(str(e)) from None
     try:
-        return Machine(cls, variant, Config(cpus=cpus, stop_machine_serializes=stop_machine_serializes))
+        return Machine(cls, variant, Config(cpus=cpus, stop_machine_serializes=stop_machine_serializes,
+                                            op_timeout=op_timeout))
     except (ValueError, KeyError) as e:  # the protocol's declarations (sites, symbols, tasks)
         raise UserError(f"protocol {cls.name}: {e.args[0] if e.args else e}") from None
 

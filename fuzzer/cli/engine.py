@@ -15,7 +15,7 @@ from ..minimize import DEFAULT_ORDER, ORDERS
 from ..oracles import ORACLES
 from ..protocols import UnknownProtocol, registry, resolve
 from ..strategies import STRATEGIES
-from .common import build_machine, focused, read_schedule, smz_option
+from .common import EXIT_PROTOCOL_ERROR, build_machine, focused, op_timeout_option, read_schedule, smz_option
 from .group import main
 
 
@@ -52,11 +52,13 @@ def protocols(as_json: bool) -> None:
                    "protocol variables, locks and handlers, and the decisions the finding needs.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @smz_option
+@op_timeout_option
 def run(spec: str, schedule: str, cpus: int, trace: bool, focus: bool, as_json: bool,
-        stop_machine_serializes: bool | None) -> None:
-    """Replay one schedule and report the verdict."""
+        stop_machine_serializes: bool | None, op_timeout: float) -> None:
+    """Replay one schedule and report the verdict (exit 0 clean, 1 a finding, 3 the protocol's
+    own code went wrong)."""
     data = read_schedule(schedule)
-    machine = build_machine(spec, cpus, stop_machine_serializes)
+    machine = build_machine(spec, cpus, stop_machine_serializes, op_timeout)
     result = machine.run(data, trace=True)
     lines = focused(machine, data, result) if focus else result.trace
     f = result.finding
@@ -76,6 +78,7 @@ def run(spec: str, schedule: str, cpus: int, trace: bool, focus: bool, as_json: 
         "schedule_format": SCHEDULE_FORMAT,
         "engine_version": ENGINE_VERSION,
         "trace_sha256": result.trace_sha256,
+        "error": result.error.to_dict() if result.error else None,
     }
     if trace and as_json:
         out["trace"] = result.trace
@@ -88,7 +91,11 @@ def run(spec: str, schedule: str, cpus: int, trace: bool, focus: bool, as_json: 
             for line in lines:
                 click.echo(line)
             click.echo("")
-        if f:
+        if result.error:
+            click.echo(f"PROTOCOL ERROR at {result.error.where}: {result.error.what}")
+            click.echo("  the protocol's own code went wrong (not a verdict about the scheme); fix it and "
+                       "replay this schedule")
+        elif f:
             click.echo(f"CRASH [{f.oracle}] {f.title}")
             click.echo(f"  {f.detail}")
             for line in f.consequence:
@@ -97,6 +104,8 @@ def run(spec: str, schedule: str, cpus: int, trace: bool, focus: bool, as_json: 
         else:
             click.echo(f"clean ({result.steps} steps, protocol {'completed' if result.completed else 'did not complete'})")
         click.echo(f"trace sha256 {result.trace_sha256}")
+    if result.error:
+        sys.exit(EXIT_PROTOCOL_ERROR)
     if f:
         sys.exit(1)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 from rich.live import Live
@@ -17,7 +18,7 @@ from ..machine import Machine
 from ..records import FindingRecords
 from ..strategies import DEFAULT_STRATEGY, STRATEGIES
 from ..strategies.atheris_worker import DEFAULT_MUTATOR, MUTATORS
-from .common import build_machine, err_console, open_db, smz_option
+from .common import EXIT_PROTOCOL_ERROR, build_machine, err_console, op_timeout_option, open_db, smz_option
 from .group import main
 
 
@@ -61,10 +62,14 @@ class _CrashStore:
                 small, extra = self.records.minimized(schedule, minimize_runs)
                 self.minimized[sig_of[bucket]] = small
                 self._db_mod.set_minimized(self.db, bucket, small, **extra)
+        stats = dict(res.stats)
+        if res.error is not None:  # the campaign stopped at the protocol's own error
+            stats["protocol_error"] = {**res.error.error.to_dict(), "schedule": res.error.schedule.hex()}
         self._db_mod.finish_campaign(
-            self.db, self.campaign, schedules_run=res.schedules, seconds=res.seconds,
+            self.db, self.campaign, status="errored" if res.error is not None else "finished",
+            schedules_run=res.schedules, seconds=res.seconds,
             findings=sum(r.hits for r in res.crashes.values()), unique_findings=len(res.crashes),
-            new_buckets=self.new_buckets, stats=res.stats)
+            new_buckets=self.new_buckets, stats=stats)
 
 
 def _progress_table(spec: str, res: CampaignResult) -> Table:
@@ -116,11 +121,14 @@ def _strategy_kwargs(strategy: str, depth: int, corpus: str | None, bounds: tupl
 @click.option("--minimize-runs", type=int, default=2000, show_default=True,
               help="Runs spent minimizing each new bucket at the end (0: do not minimize).")
 @smz_option
+@op_timeout_option
 def fuzz(spec: str, seconds: float | None, schedules: int | None, seed: int, cpus: int,
          strategy: str, depth: int, corpus: str | None, mutator: str | None,
          bounds: tuple[str, ...], as_json: bool, db_url: str | None, no_db: bool,
-         minimize_runs: int, stop_machine_serializes: bool | None) -> None:
-    """Search schedules for violations; keeps going after a finding."""
+         minimize_runs: int, stop_machine_serializes: bool | None, op_timeout: float) -> None:
+    """Search schedules for violations; keeps going after a finding. Exits 0 when it ends (with
+    or without findings), 3 when the protocol's own code went wrong (the campaign stops there;
+    what it found before is kept)."""
     if seconds is not None and schedules is not None:
         raise UserError("give --seconds or --schedules, not both")
     if seconds is None and schedules is None:
@@ -129,7 +137,7 @@ def fuzz(spec: str, seconds: float | None, schedules: int | None, seed: int, cpu
         raise UserError("the budget must be positive")
     if strategy not in STRATEGIES:
         raise UserError(f"unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
-    machine = build_machine(spec, cpus, stop_machine_serializes)
+    machine = build_machine(spec, cpus, stop_machine_serializes, op_timeout)
     try:
         strat = STRATEGIES[strategy](seed=seed, **_strategy_kwargs(strategy, depth, corpus, bounds,
                                                                    mutator))
@@ -166,17 +174,23 @@ def fuzz(spec: str, seconds: float | None, schedules: int | None, seed: int, cpu
             "schedule_format": SCHEDULE_FORMAT, "engine_version": ENGINE_VERSION,
             "exhausted": res.exhausted, "stats": res.stats,
             "crashes": [rec.to_dict() for rec in res.crashes.values()],
+            "error": ({**res.error.error.to_dict(), "schedule": res.error.schedule.hex(),
+                       "replay": res.error.replay(cpus)} if res.error else None),
         }, indent=2))
+        _exit_for(res)
         return
     out = stdout_console()
     out.print(f"[bold]{label}[/]: {res.schedules} schedules in {res.seconds:.1f}s "
               f"({res.rate:,.0f}/s, {cpus} CPUs, strategy {strategy}, seed {seed})"
               + "".join(f", {k.replace('_', ' ')} {v}" for k, v in res.stats.items()))
     if not res.crashes:
-        if res.exhausted:
+        if res.error:
+            pass
+        elif res.exhausted:
             out.print(f"all {res.schedules} schedules within these bounds explored, no violation")
         else:
             out.print("no findings")
+        _report_error(res, cpus)
         return
     table = Table(title=f"{len(res.crashes)} distinct findings")
     for col in ("oracle", "title", "signature", "first at", "hits"):
@@ -194,3 +208,21 @@ def fuzz(spec: str, seconds: float | None, schedules: int | None, seed: int, cpu
         schedule = small if small is not None else rec.schedule
         out.print(f"  replay: patchfuzz run {label} --cpus {cpus} --focus --schedule '{schedule.hex()}'",
                   soft_wrap=True, highlight=False)
+    _report_error(res, cpus)
+
+
+def _report_error(res: CampaignResult, cpus: int) -> None:
+    """The protocol's own code went wrong: one line saying where and what, the schedule that
+    replays it, and exit 3 (neither clean nor a finding)."""
+    if res.error is None:
+        return
+    e = res.error
+    err_console.print(f"patchfuzz: protocol error after {e.at_schedule} schedules: {escape(e.error.line())}",
+                      soft_wrap=True, highlight=False)
+    err_console.print(f"  replay: {e.replay(cpus)}", soft_wrap=True, highlight=False)
+    _exit_for(res)
+
+
+def _exit_for(res: CampaignResult) -> None:
+    if res.error is not None:
+        sys.exit(EXIT_PROTOCOL_ERROR)

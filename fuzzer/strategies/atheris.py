@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import IO
 
 from ..campaign import Campaign, CampaignResult
+from ..guard import ProtocolError
 from ..machine import Machine
 from ..oracles import Finding
 from ..protocols import registry
@@ -77,6 +78,7 @@ class _Job:
         self.hits: dict[str, int] = {}
         self.near = 0
         self.stopped_by_parent = False
+        self.errored = False  # it stopped at the protocol's own error, which it reported
 
     def read_lines(self) -> list[dict]:
         try:
@@ -267,7 +269,7 @@ class AtherisStrategy:
                 job.stop()  # only those still running: after a `stop_on` finding
             for job in jobs:
                 rc = job.proc.returncode
-                if rc != 0 and not job.stopped_by_parent:
+                if rc != 0 and not job.stopped_by_parent and not job.errored:
                     err = RuntimeError(
                         f"atheris worker {job.index} for {machine.protocol_cls.name}:{machine.variant} "
                         f"exited with status {rc} (log {job.log}); last output:\n{job.log_tail()}")
@@ -304,6 +306,12 @@ class AtherisStrategy:
             campaign.found(_finding(line), bytes.fromhex(line["schedule"]), line["mono"] - start)
         elif kind == "loaded":
             job.initial_features = line["features"]
+        elif kind == "error":
+            job.errored = True
+            job.runs = max(job.runs, line["run"])
+            campaign.ran(total=sum(j.runs for j in jobs))
+            fields = {k: line[k] for k in ("protocol", "variant", "where", "what", "step", "cpu")}
+            campaign.errored(ProtocolError(**fields), bytes.fromhex(line["schedule"]))
 
     def _publish(self, jobs: list[_Job], res: CampaignResult, features: set[int], at_start: int) -> dict:
         stats = {"coverage_features": len(features),

@@ -11,6 +11,8 @@ or atexit hook of ours runs, and anything not yet on disk would be lost. Line ty
 * `start`: corpus files present before libFuzzer loaded them (a resumed campaign has some);
 * `loaded`: distinct features once the stored corpus has been replayed;
 * `finding`: `Finding.to_dict()` plus the replaying schedule, once per signature;
+* `error`: the protocol's own code went wrong (`guard.ProtocolError` fields and the schedule);
+  the job stops there with exit status 3;
 * `stats`: runs so far, distinct features (and the ones new since the last line), corpus
   files, hits per signature, new near misses (states one step from a violation) so far; at
   most every STATS_PERIOD seconds, plus one at a clean exit.
@@ -37,6 +39,7 @@ from ..machine import Config, Machine, RunResult
 from ..protocols import resolve
 from .swarm import site_hold_run, swarm_schedule
 
+EXIT_PROTOCOL_ERROR = 3  # the job stopped at the protocol's own error (an `error` line says which)
 COUNTERS = 1 << 16  # one block for every feature: libFuzzer has only 4096 module slots
 STATS_PERIOD = 0.2
 TAIL_SHARE = 0.5  # of mutations that keep a prefix and draw a random continuation
@@ -178,6 +181,13 @@ class Harness:
         if near_at:
             self.near_misses += len(near_at)
             SHAPES.near.append([data, tuple(near_at), NEAR_RUNS])
+        if result.error is not None:
+            # the protocol's own code went wrong: say so with the schedule, and stop (no verdict
+            # after this one could be trusted); libFuzzer's exit would not run our flush
+            self.emit({"type": "error", **result.error.to_dict(), "run": self.runs,
+                       "schedule": result.schedule.hex()})
+            self.stats()
+            os._exit(EXIT_PROTOCOL_ERROR)
         finding = result.finding
         if finding is not None and not result.abandoned:
             sig = finding.signature
