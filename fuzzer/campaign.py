@@ -66,6 +66,7 @@ class CampaignResult:
     exhausted: bool = False  # the strategy covered everything it could try (exhaustive)
     stats: dict = field(default_factory=dict)  # strategy figures: coverage, corpus size, ...
     error: ErrorRecord | None = None  # the protocol's code went wrong: the campaign stopped there
+    interrupted: bool = False  # stopped by the user (Ctrl-C, SIGTERM): what it found is kept
 
     @property
     def rate(self) -> float:
@@ -78,7 +79,8 @@ class Campaign:
     def __init__(self, machine: Machine, *, schedules: int | None = None, seconds: float | None = None,
                  on_progress: Callable[[CampaignResult], None] | None = None,
                  on_crash: Callable[[CrashRecord], None] | None = None,
-                 progress_every: float = 0.25, stop_on: set[str] | None = None) -> None:
+                 progress_every: float = 0.25, stop_on: set[str] | None = None,
+                 stop_requested: Callable[[], bool] | None = None) -> None:
         if schedules is None and seconds is None:
             raise ValueError("give schedules or seconds")
         self.machine = machine
@@ -88,6 +90,9 @@ class Campaign:
         self.progress_every = progress_every
         self._on_progress = on_progress
         self._on_crash = on_crash
+        # asked at every check of the budget: an interrupt whose KeyboardInterrupt was lost (raised
+        # inside a __del__, which Python only reports) still ends the search
+        self._stop_requested = stop_requested
         self.result = CampaignResult()
         self.start = time.monotonic()
         self._next_report = self.start + progress_every
@@ -101,9 +106,17 @@ class Campaign:
         """The budget is spent, or a finding the campaign stops on arrived."""
         if self.stopped:
             return True
+        if self.interrupted():
+            return True
         if self.schedules is not None and self.result.schedules >= self.schedules:
             return True
         return self.seconds is not None and self.elapsed() >= self.seconds
+
+    def interrupted(self) -> bool:
+        """Someone outside asked the search to stop (Ctrl-C, SIGTERM)."""
+        if self._stop_requested is not None and self._stop_requested():
+            self.result.interrupted = True
+        return self.result.interrupted
 
     # ---- what a strategy reports ----------------------------------------------------------------
     def ran(self, count: int = 1, total: int | None = None) -> None:
@@ -156,13 +169,20 @@ class Searcher(Protocol):
 def fuzz(machine: Machine, strategy: Searcher, *, schedules: int | None = None,
          seconds: float | None = None, on_progress: Callable[[CampaignResult], None] | None = None,
          on_crash: Callable[[CrashRecord], None] | None = None, progress_every: float = 0.25,
-         stop_on: set[str] | None = None) -> CampaignResult:
+         stop_on: set[str] | None = None,
+         stop_requested: Callable[[], bool] | None = None) -> CampaignResult:
     """Run until `schedules` runs or `seconds` elapse (whichever is given; both: first hit),
     until the strategy has nothing left to try (`CampaignResult.exhausted`), or, with
-    `stop_on`, until a finding of one of those oracles (benchmark trials)."""
+    `stop_on`, until a finding of one of those oracles (benchmark trials). An interrupt
+    (KeyboardInterrupt, or `stop_requested` answering true) ends it early with
+    `CampaignResult.interrupted` set."""
     campaign = Campaign(machine, schedules=schedules, seconds=seconds, on_progress=on_progress,
-                        on_crash=on_crash, progress_every=progress_every, stop_on=stop_on)
-    strategy.search(machine, campaign)
+                        on_crash=on_crash, progress_every=progress_every, stop_on=stop_on,
+                        stop_requested=stop_requested)
+    try:
+        strategy.search(machine, campaign)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (see cli/fuzz.py): keep what was found so far
+        campaign.result.interrupted = True
     res = campaign.result
     res.seconds = campaign.elapsed()
     res.stats = strategy.stats()

@@ -17,10 +17,16 @@ class UserError(click.ClickException):
     def show(self, file=None) -> None:  # noqa: ARG002 - click's signature
         click.echo(f"patchfuzz: error: {self.message}", err=True)
 
-# Rich assumes 80 columns when stdout is not a terminal and would squeeze tables into
-# unreadable wraps in logs, pipes and CI output.
-PIPE_WIDTH = 200
+# Rich assumes 80 columns when its stream is not a terminal and would wrap or cut titles in
+# logs, pipes and CI output, where grep must find them whole: there a line is as long as it is.
+PIPE_WIDTH = 1_000_000
+
+
+def console(stderr: bool = False) -> Console:
+    """A rich console for stdout (or stderr): the terminal's width, unbounded elsewhere."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else PIPE_WIDTH)
 
 
 def stdout_console() -> Console:
-    return Console(width=None if sys.stdout.isatty() else PIPE_WIDTH)
+    return console()

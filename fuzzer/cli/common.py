@@ -6,14 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.console import Console
 
 from ..choices import ScheduleError, parse_schedule_hex
-from ..console import UserError
+from ..console import UserError, console
 from ..machine import MAX_CPUS, MIN_CPUS, Config, Machine
 from ..protocols import UnknownProtocol, resolve
 
-err_console = Console(stderr=True)
+err_console = console(stderr=True)
 
 
 EXIT_PROTOCOL_ERROR = 3  # the protocol's own code went wrong: neither clean (0) nor a finding (1)

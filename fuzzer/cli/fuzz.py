@@ -20,6 +20,7 @@ from ..strategies import DEFAULT_STRATEGY, STRATEGIES
 from ..strategies.atheris_worker import DEFAULT_MUTATOR, MUTATORS
 from .common import EXIT_PROTOCOL_ERROR, build_machine, err_console, op_timeout_option, open_db, smz_option
 from .group import main
+from .interrupts import Interrupts
 
 
 class _CrashStore:
@@ -52,24 +53,53 @@ class _CrashStore:
     def found(self, rec) -> None:
         self._store(rec, 1)
 
-    def finish(self, res: CampaignResult, minimize_runs: int) -> None:
+    def finish(self, res: CampaignResult, minimize_runs: int, interrupts: Interrupts) -> None:
+        """Counts, minimized reproducers and the campaign's row. Runs inside `interrupts.quiet()`:
+        only the minimization may be cut short (a second Ctrl-C after the first)."""
         for rec in res.crashes.values():
             if rec.hits > 1:
                 self._store(rec, rec.hits - 1)
-        if minimize_runs:  # new buckets get their smallest reproducer right away
-            sig_of = {b: sig for sig, b in self.bucket_of.items()}
-            for bucket, schedule in self.new_bucket_ids.items():
-                small, extra = self.records.minimized(schedule, minimize_runs)
-                self.minimized[sig_of[bucket]] = small
-                self._db_mod.set_minimized(self.db, bucket, small, **extra)
+        if res.interrupted:  # the user is waiting: a short budget
+            minimize_runs = min(minimize_runs, INTERRUPTED_MINIMIZE_RUNS)
+        if minimize_runs and self.new_bucket_ids:
+            if interrupts.count > res.interrupted:  # another signal came while counts were stored
+                self._skip_minimization(res)
+            else:
+                try:
+                    with interrupts.stoppable():
+                        self._minimize(minimize_runs, interrupts)
+                except KeyboardInterrupt:
+                    self._skip_minimization(res)
         stats = dict(res.stats)
         if res.error is not None:  # the campaign stopped at the protocol's own error
             stats["protocol_error"] = {**res.error.error.to_dict(), "schedule": res.error.schedule.hex()}
+        status = "errored" if res.error is not None else "interrupted" if res.interrupted else "finished"
         self._db_mod.finish_campaign(
-            self.db, self.campaign, status="errored" if res.error is not None else "finished",
+            self.db, self.campaign, status=status,
             schedules_run=res.schedules, seconds=res.seconds,
             findings=sum(r.hits for r in res.crashes.values()), unique_findings=len(res.crashes),
             new_buckets=self.new_buckets, stats=stats)
+
+    def _minimize(self, runs: int, interrupts: Interrupts) -> None:
+        """New buckets get their smallest reproducer right away."""
+        sig_of = {b: sig for sig, b in self.bucket_of.items()}
+        for bucket, schedule in self.new_bucket_ids.items():
+            if interrupts.count > 1:  # its KeyboardInterrupt was lost in a __del__
+                raise KeyboardInterrupt
+            small, extra = self.records.minimized(schedule, runs)
+            with interrupts.held():  # a write is never cut in half
+                self._db_mod.set_minimized(self.db, bucket, small, **extra)
+            self.minimized[sig_of[bucket]] = small
+
+    @staticmethod
+    def _skip_minimization(res: CampaignResult) -> None:
+        res.interrupted = True
+        err_console.print("minimization skipped (interrupted again); `patchfuzz crashes minimize` "
+                          "does it later", highlight=False)
+
+
+INTERRUPTED_MINIMIZE_RUNS = 300  # runs per new bucket after an interrupt
+EXIT_INTERRUPTED = 130  # as a shell reports a process ended by SIGINT
 
 
 def _progress_table(spec: str, res: CampaignResult) -> Table:
@@ -147,24 +177,34 @@ def fuzz(spec: str, seconds: float | None, schedules: int | None, seed: int, cpu
     live_ok = not as_json and err_console.is_terminal
     store = None if no_db else _CrashStore(db_url, machine, strategy, seed)
 
+    interrupts = Interrupts()
+
     def on_crash(rec) -> None:
         if store:
-            store.found(rec)  # stored the moment it is found: a killed campaign loses nothing
+            with interrupts.held():  # stored the moment it is found: a killed campaign loses nothing
+                store.found(rec)
         if not as_json:
             err_console.print(f"[red]new finding[/] after {rec.first_schedule} schedules: "
                               + escape(f"[{rec.finding.oracle}] {rec.finding.title}"))
 
-    if live_ok:
-        with Live(_progress_table(label, CampaignResult()), console=err_console,
-                  refresh_per_second=4, transient=True) as live:
-            res = run_campaign(machine, strat, schedules=schedules, seconds=seconds,
-                               on_progress=lambda r: live.update(_progress_table(label, r)),
-                               on_crash=on_crash)
-    else:
-        res = run_campaign(machine, strat, schedules=schedules, seconds=seconds,
-                           on_crash=on_crash)
-    if store:
-        store.finish(res, minimize_runs)
+    with interrupts.installed(), interrupts.quiet():  # from here on a signal never cuts a write or the report in half
+        with interrupts.stoppable():
+            if live_ok:
+                with Live(_progress_table(label, CampaignResult()), console=err_console,
+                          refresh_per_second=4, transient=True) as live:
+                    res = run_campaign(machine, strat, schedules=schedules, seconds=seconds,
+                                       on_progress=lambda r: live.update(_progress_table(label, r)),
+                                       on_crash=on_crash, stop_requested=interrupts.requested)
+            else:
+                res = run_campaign(machine, strat, schedules=schedules, seconds=seconds,
+                                   on_crash=on_crash, stop_requested=interrupts.requested)
+        if store:
+            store.finish(res, minimize_runs, interrupts)
+        _report(res, store, label, cpus, strategy, seed, as_json, machine)
+
+
+def _report(res: CampaignResult, store: _CrashStore | None, label: str, cpus: int, strategy: str,
+            seed: int, as_json: bool, machine: Machine) -> None:
     if as_json:
         click.echo(json.dumps({
             "database": store.url if store else None,
@@ -176,10 +216,13 @@ def fuzz(spec: str, seconds: float | None, schedules: int | None, seed: int, cpu
             "crashes": [rec.to_dict() for rec in res.crashes.values()],
             "error": ({**res.error.error.to_dict(), "schedule": res.error.schedule.hex(),
                        "replay": res.error.replay(cpus)} if res.error else None),
+            "interrupted": res.interrupted,
         }, indent=2))
         _exit_for(res)
         return
     out = stdout_console()
+    if res.interrupted:
+        out.print("interrupted: what was found so far is stored", highlight=False)
     out.print(f"[bold]{label}[/]: {res.schedules} schedules in {res.seconds:.1f}s "
               f"({res.rate:,.0f}/s, {cpus} CPUs, strategy {strategy}, seed {seed})"
               + "".join(f", {k.replace('_', ' ')} {v}" for k, v in res.stats.items()))
@@ -191,6 +234,7 @@ def fuzz(spec: str, seconds: float | None, schedules: int | None, seed: int, cpu
         else:
             out.print("no findings")
         _report_error(res, cpus)
+        _exit_for(res)
         return
     table = Table(title=f"{len(res.crashes)} distinct findings")
     for col in ("oracle", "title", "signature", "first at", "hits"):
@@ -209,6 +253,7 @@ def fuzz(spec: str, seconds: float | None, schedules: int | None, seed: int, cpu
         out.print(f"  replay: patchfuzz run {label} --cpus {cpus} --focus --schedule '{schedule.hex()}'",
                   soft_wrap=True, highlight=False)
     _report_error(res, cpus)
+    _exit_for(res)
 
 
 def _report_error(res: CampaignResult, cpus: int) -> None:
@@ -226,3 +271,5 @@ def _report_error(res: CampaignResult, cpus: int) -> None:
 def _exit_for(res: CampaignResult) -> None:
     if res.error is not None:
         sys.exit(EXIT_PROTOCOL_ERROR)
+    if res.interrupted:
+        sys.exit(EXIT_INTERRUPTED)

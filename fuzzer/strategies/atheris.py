@@ -259,7 +259,7 @@ class AtherisStrategy:
                 if not running:
                     break
                 now = time.monotonic()
-                if seconds is not None and now - start > seconds + DEADLINE_GRACE:
+                if campaign.interrupted() or seconds is not None and now - start > seconds + DEADLINE_GRACE:
                     for job in running:
                         job.stop()
                     continue
