@@ -35,8 +35,9 @@ from .crashes import (
     store_finding,
     store_findings_batch,
     store_job_findings,
+    unminimized_buckets,
 )
-from .engine import Database, open_db, resolve_url
+from .engine import Database, open_db, resolve_url, sqlite_path
 from .errors import DatabaseError, NotFound
 from .models import BUCKET_STATUSES
 
@@ -46,6 +47,6 @@ __all__ = [
     "BUCKET_STATUSES", "Database", "DatabaseError", "NotFound", "add_corpus_entries", "corpus_entries",
     "create_campaign", "create_job", "finish_campaign", "finish_job", "get_bucket", "get_campaign",
     "get_job", "get_sample", "list_buckets", "list_regression_runs", "list_samples", "mark", "open_db",
-    "record_regression_run", "resolve_url", "set_minimized", "start_job", "store_finding",
-    "store_findings_batch",
+    "record_regression_run", "resolve_url", "set_minimized", "sqlite_path", "start_job", "store_finding",
+    "store_findings_batch", "unminimized_buckets",
 ]

@@ -342,6 +342,21 @@ def list_buckets(
         return [dict(r) for r in s.execute(q).mappings()]
 
 
+def unminimized_buckets(db: Database, campaign_id: int) -> dict[int, bytes]:
+    """The buckets a campaign has samples in that still lack a minimized reproducer, each with
+    the shortest schedule the campaign stored for it (a job killed before its minimization
+    leaves such buckets; the campaign's next job minimizes them with its own configuration)."""
+    q = (select(samples.c.bucket_id, samples.c.schedule)
+         .join(buckets, buckets.c.id == samples.c.bucket_id)
+         .where(samples.c.campaign_id == campaign_id, buckets.c.minimized.is_(False))
+         .order_by(samples.c.bucket_id, samples.c.schedule_len, samples.c.id))
+    out: dict[int, bytes] = {}
+    with db.session() as s:
+        for bucket_id, schedule in s.execute(q):
+            out.setdefault(bucket_id, bytes(schedule))
+    return out
+
+
 def set_minimized(
     db: Database,
     bucket_id: int,

@@ -60,6 +60,18 @@ def resolve_url(url: str | None = None) -> str:
     return url
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The file a SQLite URL names; None for another database or an in-memory one."""
+    try:
+        parsed = make_url(url)
+    except (sa_exc.ArgumentError, ValueError):
+        return None
+    path = parsed.database if parsed.get_backend_name() == "sqlite" else None
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return None
+    return Path(path)
+
+
 def mask_url(url: str | URL) -> str:
     """The URL with its password replaced by ***, for messages and logs."""
     try:
@@ -107,6 +119,11 @@ class Database:
             except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
                 session.rollback()
                 raise DatabaseError(_explain(exc, self.url, opening=False), exc) from None
+            except sa_exc.DatabaseError as exc:
+                session.rollback()
+                if _is_corruption(exc):  # a page went bad after the open-time check
+                    raise DatabaseError(_explain(exc, self.url, opening=False), exc) from None
+                raise
             except BaseException:
                 session.rollback()
                 raise
@@ -133,6 +150,7 @@ def open_db(url: str | None = None, *, migrate: bool = True) -> Database:
     masked = mask_url(resolved)
     engine = make_engine(resolved)
     try:
+        _refuse_corrupt_sqlite(engine)
         if migrate:
             _migrate(engine)
         else:
@@ -246,6 +264,28 @@ def _check_sqlite_file(url: URL, masked: str) -> None:
                                 f"another kind of file); it was left untouched: move it away or {HINT}")
 
 
+def _refuse_corrupt_sqlite(engine: Engine) -> None:
+    """A SQLite file with a bad page answers some queries and fails others, so a campaign could
+    run for an hour and then lose what it found at its first write, and a listing could quietly
+    miss rows: check every page before anything reads or writes (quick_check reads the whole
+    file once, a few milliseconds per megabyte)."""
+    path = sqlite_path(engine.url.render_as_string(hide_password=False))
+    if path is None or not path.is_file() or path.stat().st_size == 0:
+        return
+    with engine.connect() as conn:
+        problems = [row[0] for row in conn.exec_driver_sql("PRAGMA quick_check(3)")]
+    if problems != ["ok"]:
+        raise DatabaseError(f"cannot open {mask_url(engine.url)}: the database file is corrupt "
+                            f"({_one_line(problems[0])}); it was left untouched: restore a backup, "
+                            f"salvage it (sqlite3 FILE .recover | sqlite3 recovered.db), or move it "
+                            f"away and {HINT}")
+
+
+def _is_corruption(exc: sa_exc.DatabaseError) -> bool:
+    low = str(getattr(exc, "orig", exc)).lower()
+    return "malformed" in low or "file is not a database" in low
+
+
 def _sqlite_settings(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record) -> None:
@@ -272,8 +312,8 @@ def _sqlite_settings(engine: Engine) -> None:
 _SQLITE_REASONS = [
     ("file is not a database", "it is not a SQLite database (corrupt or another kind of file); it was "
                                "left untouched: move it away or " + HINT),
-    ("malformed", "the database file is corrupt; it was left untouched: restore a backup, or move it "
-                  "away and " + HINT),
+    ("malformed", "the database file is corrupt; it was left untouched: restore a backup, salvage "
+                  "it (sqlite3 FILE .recover | sqlite3 recovered.db), or move it away and " + HINT),
     ("unable to open database file", "the file cannot be created or opened; check the path and its "
                                      "permissions, or " + HINT),
     ("readonly database", "the file is read-only; fix its permissions (and its directory's) or " + HINT),

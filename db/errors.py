@@ -4,6 +4,8 @@
 class DatabaseError(Exception):
     """The database cannot be reached or used; the message says what is wrong and what to do."""
 
+    user_facing = True  # a command line shows the message alone (fuzzer/cli/group.py)
+
     def __init__(self, message: str, cause: BaseException | None = None) -> None:
         super().__init__(message)
         # Raised `from None` so the CLI shows one line; the driver's error stays here for debugging.

@@ -199,6 +199,8 @@ def test_two_workers_one_bucket_and_a_sigkilled_job_runs_again(farm, workers):
                 assert b["count"] == ledger, (sig, b["count"], ledger)
             assert {j.id for j in s.execute(select(Job)).scalars()} == set(job_ids)
         assert any(b["oracle"] == "unhandled-trap" for b in after.values())  # the expected bug
+        # every bucket got its minimized reproducer, those the killed attempt created too
+        assert all(b["minimized"] for b in after.values()), after
         # the farm shares one corpus: later jobs started from what earlier ones uploaded
         assert len(db.corpus_entries(database, "x86/text_poke_bp", "no-final-sync")) > 0
     finally:
@@ -314,6 +316,40 @@ def test_a_finished_job_delivered_again_adds_nothing(farm):  # and a finished ca
         assert db.get_campaign(d, sub.campaign)["status"] == "finished"
 
 
+def test_a_bucket_a_killed_attempt_left_unminimized_is_minimized_by_the_next_job(farm):
+    from fuzzer.campaign import fuzz
+    from fuzzer.machine import Machine
+    from fuzzer.protocols import resolve
+    from fuzzer.records import FindingRecords
+    from fuzzer.strategies import RandomStrategy
+    from workers.jobs import run_job
+
+    settings = FarmSettings()
+    sub = coordinator.submit(BUG, strategy="random", jobs=2, job_seconds=2, minimize_runs=200,
+                             settings=settings)
+    first, second = sub.jobs
+    with db.open_db(settings.db_url) as d:
+        config = db.get_campaign(d, sub.campaign)["config"]["machine"]
+        from fuzzer.machine import Config
+
+        machine = Machine(*resolve(BUG), Config(**config))
+        found = fuzz(machine, RandomStrategy(seed=3), schedules=400).crashes
+        rec = max(found.values(), key=lambda r: r.hits)  # the signature the next job meets again
+        # the first job's attempt stores that finding and is SIGKILLed before it minimizes
+        db.start_job(d, first, "w-killed")
+        stored = db.store_job_findings(d, first, [FindingRecords(machine).row(rec, 1)], campaign_id=sub.campaign)
+        (bucket, new), = stored.values()
+        assert new and not db.get_bucket(d, bucket)["minimized"]
+        raw = len(rec.schedule)
+
+    out = run_job(second)
+    assert rec.finding.signature in out["findings"]  # found again: not a new bucket for this job
+    with db.open_db(settings.db_url) as d:
+        b = db.get_bucket(d, bucket)
+        assert b["minimized"], "the bucket the killed attempt created was never minimized"
+        assert len(bytes(b["best_sample"]["schedule"])) < raw
+
+
 # ---------------------------------------------------------------------------------------------
 # Cancel, nightly replay, bad input
 
@@ -349,17 +385,21 @@ def _small_corpus(tmp_path: Path, broken: bool) -> Path:
 
 
 def test_nightly_now_runs_on_a_worker_and_a_regression_shows_in_status(farm, workers, tmp_path, monkeypatch):
-    monkeypatch.setenv("PATCHFUZZ_CORPUS", str(_small_corpus(tmp_path, broken=False)))
+    good_corpus = _small_corpus(tmp_path, broken=False)
+    monkeypatch.setenv("PATCHFUZZ_CORPUS", str(good_corpus))
     workers.start("w-nightly")
     ok = cli("farm", "nightly", "--now", "--json")
-    assert json.loads(ok.stdout) == {"regression_run": 1, "total": 2, "passed": 2, "regressions": 0, "errors": 0}
+    assert json.loads(ok.stdout) == {"regression_run": 1, "corpus": str(good_corpus.resolve()), "total": 2,
+                                     "passed": 2, "regressions": 0, "errors": 0}
     workers.stop_all()
 
-    monkeypatch.setenv("PATCHFUZZ_CORPUS", str(_small_corpus(tmp_path / "b", broken=True)))
+    bad_corpus = _small_corpus(tmp_path / "b", broken=True)
+    monkeypatch.setenv("PATCHFUZZ_CORPUS", str(bad_corpus))
     workers.start("w-nightly-2")  # reads PATCHFUZZ_CORPUS at job time, from its environment
     bad = cli("farm", "nightly", "--now", check=False)
     assert bad.returncode == 1, bad.stderr
     assert "1 regressions" in bad.stdout
+    assert str(bad_corpus.resolve()) in bad.stdout  # which corpus the worker replayed
     status = cli("farm", "status").stdout
     assert "REGRESSION" in status and "claims-clean" in status
     st = json.loads(cli("farm", "status", "--json").stdout)
@@ -400,6 +440,17 @@ def test_farm_bad_input_is_one_line(farm, args, message):
     p = cli(*args, check=False)
     assert p.returncode == 2 and p.stderr.startswith("patchfuzz: error: ") and message in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+
+
+def test_submit_warns_when_it_would_use_the_default_sqlite_file(farm, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PATCHFUZZ_DB"}
+    p = subprocess.run([*PATCHFUZZ, "farm", "submit", BUG, "--jobs", "1", "--job-seconds", "1"], cwd=tmp_path,
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    (warning,) = p.stderr.strip().splitlines()
+    assert warning.startswith("patchfuzz: warning: PATCHFUZZ_DB is not set") and "patchfuzz.db" in warning
+    quiet = cli("farm", "submit", BUG, "--jobs", "1", "--job-seconds", "1")  # PATCHFUZZ_DB set: no warning
+    assert quiet.stderr == ""
 
 
 def test_unreachable_redis_is_one_line_and_creates_no_campaign(farm, monkeypatch):

@@ -10,7 +10,7 @@ import sys
 import click
 from rich.table import Table
 
-from fuzzer.console import UserError, stdout_console
+from fuzzer.console import Seconds, UserError, stdout_console
 
 from .settings import FarmSettings
 
@@ -43,7 +43,7 @@ def farm() -> None:
 @click.argument("spec", metavar="PROTOCOL[:VARIANT]")
 @click.option("--strategy", default="atheris", show_default=True)
 @click.option("--jobs", type=int, default=4, show_default=True, help="Time-boxed jobs to enqueue.")
-@click.option("--job-seconds", type=float, default=60.0, show_default=True, help="Budget of each job.")
+@click.option("--job-seconds", type=Seconds(), default=60.0, show_default=True, help="Budget of each job.")
 @click.option("--cpus", type=int, default=4, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True, help="Job i fuzzes with seed SEED+i.")
 @click.option("--depth", type=int, default=3, show_default=True, help="PCT bug depth d.")
@@ -54,8 +54,14 @@ def farm_submit(spec, strategy, jobs, job_seconds, cpus, seed, depth, minimize_r
     """Create a campaign and enqueue its jobs."""
     from .coordinator import submit
 
+    settings = _settings()
+    if settings.db_url is None:
+        click.echo("patchfuzz: warning: PATCHFUZZ_DB is not set, so this campaign and every job's "
+                   "crashes go to the default SQLite file patchfuzz.db in each process's working "
+                   "directory, not a database the farm shares; set PATCHFUZZ_DB to the farm's "
+                   "PostgreSQL (postgresql+psycopg://USER@HOST/DB)", err=True)
     sub = _call(submit, spec, strategy=strategy, jobs=jobs, job_seconds=job_seconds, cpus=cpus,
-                seed=seed, depth=depth, minimize_runs=minimize_runs, settings=_settings())
+                seed=seed, depth=depth, minimize_runs=minimize_runs, settings=settings)
     if as_json:
         click.echo(json.dumps({"campaign": sub.campaign, "jobs": sub.jobs, "queue": sub.queue}))
     else:
@@ -122,7 +128,7 @@ def farm_cancel(campaign: int) -> None:
 @farm.command("nightly")
 @click.option("--now", "now", is_flag=True, required=True,
               help="Run the nightly corpus replay now, on a worker, and wait for it.")
-@click.option("--wait", type=float, default=900.0, show_default=True, help="Seconds to wait for a worker.")
+@click.option("--wait", type=Seconds(zero_ok=True), default=900.0, show_default=True, help="Seconds to wait for a worker.")
 @click.option("--json", "as_json", is_flag=True)
 def farm_nightly(now: bool, wait: float, as_json: bool) -> None:  # noqa: ARG001 - --now is the verb
     """Replay the regression corpus on the farm now (the cron job does it every night);
@@ -133,7 +139,8 @@ def farm_nightly(now: bool, wait: float, as_json: bool) -> None:  # noqa: ARG001
     if as_json:
         click.echo(json.dumps(res))
     else:
-        click.echo(f"corpus replay {res['regression_run']}: {res['passed']}/{res['total']} passed, "
+        click.echo(f"corpus replay {res['regression_run']} of {res['corpus']} (on the worker): "
+                   f"{res['passed']}/{res['total']} passed, "
                    f"{res['regressions']} regressions, {res['errors']} errors")
     if res["regressions"] or res["errors"]:
         sys.exit(1)

@@ -11,7 +11,8 @@ resolved in the installed registry. A job:
    each finding the moment it turns up and writing progress, hit totals and new corpus entries
    every few seconds (absolute totals through a per-job ledger: a retried or duplicated job
    never counts the same hits twice);
-4. minimizes the buckets it created, marks itself finished and closes the campaign if it was
+4. minimizes the buckets it created and any of its campaign's that a killed attempt left
+   unminimized, marks itself finished and closes the campaign if it was
    the last job.
 A worker killed mid-job loses nothing stored; RQ retries the job and the retry carries on from
 the shared corpus.
@@ -147,11 +148,18 @@ class FindingSink:
             # not lost: report() sends totals, and the next checkpoint includes this finding
             log.warning("finding %s not stored yet (%s); will retry", rec.finding.signature, e)
 
-    def minimize_new(self, max_runs: int) -> None:
+    def minimize_pending(self, max_runs: int) -> None:
+        """The buckets this job created, and those of its campaign that an earlier attempt or
+        job created and never minimized (a worker killed between finding and minimizing)."""
         if max_runs <= 0:  # --minimize-runs 0: keep the raw reproducers
             return
-        for bucket, schedule in sorted(self.new_buckets.items()):
-            small, extra = self.records.minimized(schedule, max_runs)
+        pending = {**db.unminimized_buckets(self.db, self.campaign_id), **self.new_buckets}
+        for bucket, schedule in sorted(pending.items()):
+            try:
+                small, extra = self.records.minimized(schedule, max_runs)
+            except ValueError as e:  # stored by another engine version: it no longer reproduces
+                log.warning("bucket %d not minimized: %s", bucket, e)
+                continue
             db.set_minimized(self.db, bucket, small, **extra)
 
 
@@ -236,7 +244,7 @@ def _run(database: db.Database, job_id: int, settings: FarmSettings) -> dict[str
             return {"job": job_id, "cancelled": True}
         patiently(lambda: _checkpoint(database, job_id, res, sink, corpus, campaign["strategy"]),
                   f"job {job_id} final checkpoint")
-        patiently(lambda: sink.minimize_new(int(campaign["config"].get("minimize_runs", MINIMIZE_RUNS))),
+        patiently(lambda: sink.minimize_pending(int(campaign["config"].get("minimize_runs", MINIMIZE_RUNS))),
                   f"job {job_id} minimization")
         if res.error is not None:  # the protocol's own code went wrong: the job says so, with the replay
             cpus = machine.config.cpus
@@ -294,4 +302,4 @@ def nightly_replay(source: str = "nightly") -> dict[str, Any]:
                                           details=details, **summary)
     finally:
         database.close()
-    return {"regression_run": run_id, **summary}
+    return {"regression_run": run_id, "corpus": str(settings.corpus_dir.resolve()), **summary}

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..choices import ScheduleError, parse_schedule_hex
-from ..console import UserError, console
+from ..console import Seconds, UserError, console
 from ..machine import MAX_CPUS, MIN_CPUS, Config, Machine
 from ..protocols import UnknownProtocol, resolve
 
@@ -18,14 +18,8 @@ err_console = console(stderr=True)
 EXIT_PROTOCOL_ERROR = 3  # the protocol's own code went wrong: neither clean (0) nor a finding (1)
 
 
-def _op_timeout(ctx, param, value: float) -> float:
-    if not (value >= 0 and value != float("inf")):  # rejects nan too
-        raise click.BadParameter(f"must be a finite number of seconds >= 0, got {value}")
-    return value
-
-
 op_timeout_option = click.option(
-    "--op-timeout", type=float, default=Config.op_timeout, show_default=True, callback=_op_timeout,
+    "--op-timeout", type=Seconds(zero_ok=True), default=Config.op_timeout, show_default=True,
     metavar="SECONDS", help="How long a protocol's code may run between two ops before the watchdog "
                             "stops it as a protocol error (0: never).")
 
@@ -81,9 +75,16 @@ def focused_view(machine: Machine, schedule: bytes, result) -> tuple[list[str], 
     return focus_view(machine, schedule, result)
 
 
-def open_db(url: str | None):
+def open_db(url: str | None, *, existing: bool = False):
+    """The crash database. `existing`: a command that only reads or triages refuses to create
+    one (a mistyped path or the wrong directory would otherwise show an empty, new database)."""
     import db
 
+    if existing:
+        path = db.sqlite_path(db.resolve_url(url))
+        if path is not None and not path.exists():
+            raise UserError(f"no crash database at {path} (nothing was fuzzed here?): run `patchfuzz "
+                            f"fuzz` here first, or point --db or PATCHFUZZ_DB at the database")
     try:
         return db.open_db(url)
     except db.DatabaseError as e:

@@ -30,8 +30,8 @@ def _bucket(database, bucket_id: int) -> dict:
 
 
 @crashes.command("list")
-@click.option("--protocol", default=None)
-@click.option("--oracle", default=None)
+@click.option("--protocol", default=None, metavar="PROTOCOL[:VARIANT]")
+@click.option("--oracle", default=None, help="An oracle id (see `patchfuzz oracles`).")
 @click.option("--status", default=None, type=click.Choice(["new", "fixed", "duplicate", "invalid"]))
 @click.option("--since", default=None, metavar="YYYY-MM-DD", help="Last seen on or after this day (UTC).")
 @click.option("--json", "as_json", is_flag=True)
@@ -48,10 +48,23 @@ def crashes_list(protocol, oracle, status, since, as_json, db_url) -> None:
             when = dt.datetime.fromisoformat(since).replace(tzinfo=dt.UTC)
         except ValueError:
             raise UserError(f"--since takes a date like 2026-11-21, got {since!r}") from None
-    database = open_db(db_url)
-    rows = db.list_buckets(database, protocol=protocol, oracle=oracle, status=status, since=when)
+    from ..oracles import ORACLES
+
+    if oracle is not None and oracle not in ORACLES:
+        raise UserError(f"unknown oracle {oracle!r}; known: {', '.join(ORACLES)}")
+    variant = None
+    if protocol is not None and ":" in protocol:  # the PROTOCOL:VARIANT every other command takes
+        protocol, variant = protocol.split(":", 1)
+    database = open_db(db_url, existing=True)
+    rows = db.list_buckets(database, protocol=protocol, variant=variant, oracle=oracle, status=status,
+                           since=when)
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        given = [f"{k} {v}" for k, v in (("protocol", protocol), ("variant", variant), ("oracle", oracle),
+                                         ("status", status), ("since", since)) if v is not None]
+        click.echo(f"no crash buckets in {database.url}" + (f" match {', '.join(given)}" if given else ""))
         return
     table = Table()
     for col in ("id", "title", "oracle", "protocol:variant", "count", "first seen", "last seen", "status"):
@@ -75,7 +88,7 @@ def crashes_show(bucket_id, as_json, timeline, focus, db_url) -> None:
     """Everything about a bucket, with the trace of its shortest reproducer."""
     if timeline is not None and timeline.suffix not in (".svg", ".html"):
         raise UserError(f"--timeline must name a .svg or .html file, got {timeline}")
-    database = open_db(db_url)
+    database = open_db(db_url, existing=True)
     b = _bucket(database, bucket_id)
     sample = b.get("best_sample") or {}
     trace: list[str] = []
@@ -134,7 +147,7 @@ def crashes_show(bucket_id, as_json, timeline, focus, db_url) -> None:
 @db_option
 def crashes_repro(bucket_id, db_url) -> None:
     """Replay the stored reproducer; exit 0 if it still reproduces the bucket's signature."""
-    database = open_db(db_url)
+    database = open_db(db_url, existing=True)
     b = _bucket(database, bucket_id)
     sample = b.get("best_sample")
     if not sample:
@@ -161,7 +174,7 @@ def crashes_mark(bucket_id, status, note, db_url) -> None:
     """Set a bucket's status (and note)."""
     import db
 
-    database = open_db(db_url)
+    database = open_db(db_url, existing=True)
     try:
         db.mark(database, bucket_id, status, note)
     except db.NotFound as e:

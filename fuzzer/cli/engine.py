@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
 import click
 
 from .. import ENGINE_VERSION, SCHEDULE_FORMAT
-from ..console import UserError
+from ..console import Seconds, UserError
 from ..machine import MAX_CPUS, MIN_CPUS
 from ..minimize import DEFAULT_ORDER, ORDERS
 from ..oracles import ORACLES
@@ -113,7 +114,7 @@ def run(spec: str, schedule: str, cpus: int, trace: bool, focus: bool, as_json: 
 @main.command()
 @click.option("--strategies", default=",".join(STRATEGIES), show_default=True)
 @click.option("--trials", type=int, default=5, show_default=True)
-@click.option("--cap", type=float, default=60.0, show_default=True, help="Seconds per trial.")
+@click.option("--cap", type=Seconds(), default=60.0, show_default=True, help="Seconds per trial.")
 @click.option("--cpus", type=int, default=4, show_default=True)
 @click.option("--seed", type=int, default=1, show_default=True)
 @click.option("--variants", default=None, help="Comma-separated PROTOCOL:VARIANT list (default: every buggy variant).")
@@ -195,16 +196,19 @@ def minimize_cmd(spec: str, schedule: str, cpus: int, max_runs: int, order: str,
 
 
 @main.command()
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=Path("corpus"))
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), required=False)
 @click.option("--junit", "junit", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write a JUnit XML report here.")
 @click.option("--json", "as_json", is_flag=True)
-def replay(directory: Path, junit: Path | None, as_json: bool) -> None:
-    """Replay the regression corpus; exit 1 on a regression either way or an unreadable case."""
+def replay(directory: Path | None, junit: Path | None, as_json: bool) -> None:
+    """Replay the regression corpus (DIRECTORY, else $PATCHFUZZ_CORPUS, else ./corpus); exit 1
+    on a regression either way or an unreadable case."""
     from ..regress import junit_xml, replay_dir
 
+    if directory is None:  # the farm's nightly job reads the same variable
+        directory = Path(os.environ.get("PATCHFUZZ_CORPUS") or "corpus")
     if not directory.is_dir():
-        raise UserError(f"corpus directory not found: {directory}")
+        raise UserError(f"corpus directory not found: {directory} (give DIRECTORY or set PATCHFUZZ_CORPUS)")
     outcomes = replay_dir(directory)
     if not outcomes:
         raise UserError(f"no cases (*.json) under {directory}")
@@ -212,14 +216,15 @@ def replay(directory: Path, junit: Path | None, as_json: bool) -> None:
         junit.write_text(junit_xml(outcomes), encoding="utf-8")
     bad = [o for o in outcomes if o.status != "pass"]
     if as_json:
-        click.echo(json.dumps({"cases": len(outcomes), "passed": len(outcomes) - len(bad),
+        click.echo(json.dumps({"corpus": str(directory.resolve()), "cases": len(outcomes),
+                               "passed": len(outcomes) - len(bad),
                                "regressions": sum(o.status == "regression" for o in bad),
                                "errors": sum(o.status == "error" for o in bad),
                                "outcomes": [o.to_dict() for o in outcomes]}, indent=2))
     else:
         for o in outcomes:
             click.echo(f"{o.status.upper():<10} {o.case}: {o.message}")
-        click.echo(f"{len(outcomes) - len(bad)} passed, {len(bad)} failed")
+        click.echo(f"corpus {directory.resolve()}: {len(outcomes) - len(bad)} passed, {len(bad)} failed")
     if bad:
         sys.exit(1)
 

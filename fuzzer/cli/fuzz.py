@@ -13,10 +13,10 @@ from rich.table import Table
 from .. import ENGINE_VERSION, SCHEDULE_FORMAT
 from ..campaign import CampaignResult
 from ..campaign import fuzz as run_campaign
-from ..console import UserError, stdout_console
+from ..console import Seconds, UserError, stdout_console
 from ..machine import Machine
 from ..records import FindingRecords
-from ..strategies import DEFAULT_STRATEGY, STRATEGIES
+from ..strategies import DEFAULT_STRATEGY, STRATEGIES, SetupError
 from ..strategies.atheris_worker import DEFAULT_MUTATOR, MUTATORS
 from .common import EXIT_PROTOCOL_ERROR, build_machine, err_console, op_timeout_option, open_db, smz_option
 from .group import main
@@ -132,7 +132,7 @@ def _strategy_kwargs(strategy: str, depth: int, corpus: str | None, bounds: tupl
 
 @main.command()
 @click.argument("spec", metavar="PROTOCOL[:VARIANT]")
-@click.option("--seconds", type=float, default=None, help="Time budget (default 10 s).")
+@click.option("--seconds", type=Seconds(), default=None, help="Time budget (default 10 s).")
 @click.option("--schedules", type=int, default=None, help="Schedule budget instead of time.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--cpus", default=4, show_default=True, type=int)
@@ -174,6 +174,10 @@ def fuzz(spec: str, seconds: float | None, schedules: int | None, seed: int, cpu
     except (TypeError, ValueError) as e:
         raise UserError(f"bad option for strategy {strategy}: {e}") from None
     label = f"{machine.protocol_cls.name}:{machine.variant}"
+    try:
+        strat.prepare(machine)  # before the campaign is recorded: a setup mistake leaves no trace
+    except SetupError as e:
+        raise UserError(str(e)) from None
     live_ok = not as_json and err_console.is_terminal
     store = None if no_db else _CrashStore(db_url, machine, strategy, seed)
 

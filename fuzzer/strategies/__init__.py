@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .atheris import AtherisStrategy
-from .base import Run, Stepwise, Strategy
+from .base import Run, SetupError, Stepwise, Strategy
 from .exhaustive import ExhaustiveStrategy
 from .pct import PctStrategy
 from .random import RandomStrategy
@@ -13,5 +13,5 @@ STRATEGIES: dict[str, type] = {"atheris": AtherisStrategy, "pct": PctStrategy, "
                                "swarm": SwarmStrategy, "exhaustive": ExhaustiveStrategy}
 DEFAULT_STRATEGY = "atheris"
 
-__all__ = ["STRATEGIES", "AtherisStrategy", "ExhaustiveStrategy", "PctStrategy", "RandomStrategy", "Run",
+__all__ = ["STRATEGIES", "AtherisStrategy", "ExhaustiveStrategy", "PctStrategy", "RandomStrategy", "Run", "SetupError",
            "Stepwise", "Strategy", "SwarmStrategy"]

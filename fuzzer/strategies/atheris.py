@@ -41,6 +41,7 @@ from ..machine import Machine
 from ..oracles import Finding
 from ..protocols import registry
 from .atheris_worker import DEFAULT_MUTATOR, MUTATORS, count_files
+from .base import SetupError
 
 DEFAULT_MAX_LEN = 256
 POLL = 0.05  # how often the parent reads the events files
@@ -172,6 +173,22 @@ class AtherisStrategy:
             return (Path.cwd() / ".patchfuzz" / "logs").resolve()
         return corpus.parent / "logs"
 
+    def prepare(self, machine: Machine) -> tuple[Path, Path]:
+        """Creates the corpus and log directories; returns them."""
+        corpus = self.corpus_for(machine)
+        logs = self.logs_for(corpus)
+        for what, path, option in (("corpus", corpus, "--corpus"), ("log", logs, "--corpus")):
+            if path.exists() and not path.is_dir():
+                raise SetupError(f"the {what} directory {path} is a file; give {option} a directory")
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+                probe = tempfile.TemporaryFile(dir=path)  # writable? (root ignores mode bits)
+                probe.close()
+            except OSError as e:
+                raise SetupError(f"cannot use {path} as the {what} directory: {e.strerror}; give "
+                                 f"{option} a writable directory") from None
+        return corpus, logs
+
     def _libfuzzer_seed(self, job: int) -> int:
         # libFuzzer takes seed 0 as "pick one at random": keep to 1 .. 2**31-1
         return (self.seed + job) % (2**31 - 1) + 1
@@ -229,10 +246,7 @@ class AtherisStrategy:
         if registry().get(machine.protocol_cls.name) is not machine.protocol_cls:
             raise ValueError(f"atheris runs registered protocols only; {machine.protocol_cls.name!r} "
                              "is not in fuzzer.protocols")
-        corpus = self.corpus_for(machine)
-        logs = self.logs_for(corpus)
-        corpus.mkdir(parents=True, exist_ok=True)
-        logs.mkdir(parents=True, exist_ok=True)
+        corpus, logs = self.prepare(machine)
         njobs = self.jobs if schedules is None else max(1, min(self.jobs, schedules))
         shares = [None] * njobs if schedules is None else \
             [schedules // njobs + (i < schedules % njobs) for i in range(njobs)]

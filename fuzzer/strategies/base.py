@@ -1,7 +1,9 @@
 """The strategy interface (modelled on Shuttle's scheduler trait: small on purpose).
 
 Every strategy has a `name`, says whether it `wants_coverage`, searches with
-`search(machine, campaign)` and reports its own figures with `stats()`. It reports runs,
+`search(machine, campaign)` and reports its own figures with `stats()`; `prepare(machine)`
+sets up what it keeps outside the process (atheris: its corpus and log directories) before a
+campaign is recorded anywhere, so a setup mistake is reported before anything is written. It reports runs,
 findings and progress through the campaign (`fuzzer/campaign.py`), whatever way it searches.
 
 Most strategies search in this process, one run at a time: they derive from `Stepwise` and
@@ -23,6 +25,11 @@ from ..choices import ChoiceSource
 from ..machine import Machine, RunResult
 
 
+class SetupError(Exception):
+    """A strategy cannot set up what it needs (a corpus path that is a file, a read-only
+    directory): the message names the path and what to do."""
+
+
 @dataclass
 class Run:
     schedule: bytes = b""
@@ -32,6 +39,9 @@ class Run:
 class Strategy(_Protocol):
     name: str
     wants_coverage: bool
+
+    def prepare(self, machine: Machine) -> None:
+        """Set up files and directories; raises SetupError saying what is wrong."""
 
     def search(self, machine: Machine, campaign: Campaign) -> None:
         """Search until `campaign.should_stop()`, reporting every run and finding to it."""
@@ -45,6 +55,9 @@ class Stepwise:
 
     name = "?"
     wants_coverage = False
+
+    def prepare(self, machine: Machine) -> None:
+        """Nothing outside this process to set up."""
 
     def bind(self, machine: Machine) -> None:
         """Called once before the first run (strategies that need the machine keep it)."""
