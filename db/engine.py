@@ -179,16 +179,22 @@ def make_engine(url: str) -> Engine:
         raise DatabaseError(f"invalid database URL {masked!r}: expected sqlite:///FILE or "
                             f"postgresql+psycopg://USER@HOST/DB; {HINT}") from None
     backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        _check_sqlite_file(parsed, masked)
-        engine = create_engine(parsed)
-        _sqlite_settings(engine)
-        return engine
-    if backend == "postgresql":
-        if parsed.get_driver_name() != "psycopg":
-            parsed = parsed.set(drivername="postgresql+psycopg")
-        connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
-        return create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
+    try:
+        if backend == "sqlite":
+            _check_sqlite_file(parsed, masked)
+            engine = create_engine(parsed)
+            _sqlite_settings(engine)
+            return engine
+        if backend == "postgresql":
+            if parsed.get_driver_name() != "psycopg":
+                parsed = parsed.set(drivername="postgresql+psycopg")
+            connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+            return create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
+    except (sa_exc.ArgumentError, ValueError, TypeError) as e:
+        # the dialect checks the URL's parts only here (`sqlite://t`: a host where a file belongs)
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DatabaseError(f"invalid database URL {masked!r} ({reason}): expected sqlite:///FILE or "
+                            f"postgresql+psycopg://USER@HOST/DB; {HINT}") from None
     raise DatabaseError(f"unsupported database {masked!r}: patchfuzz stores crashes in SQLite "
                         f"(sqlite:///FILE) or PostgreSQL (postgresql+psycopg://...); {HINT}")
 

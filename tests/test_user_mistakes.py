@@ -182,3 +182,16 @@ def test_output_to_a_pipe_is_not_wrapped(filled_db):
     replays = [x for x in fuzz.stdout.splitlines() if "replay: patchfuzz run" in x]
     assert replays and all(x.rstrip().endswith("'") for x in replays)
     assert max(len(x) for x in fuzz.stdout.splitlines()) > 80
+
+
+@pytest.mark.parametrize("args, needles", [
+    (("--bound", "context_switchs=2"), ("unknown bound 'context_switchs'", "context_switches")),
+    (("--bound", "nmis=\u00b2"), ("NAME=NUMBER",)),
+    (("--bound", "nmis"), ("NAME=NUMBER",)),
+    (("--strategy", "random", "--bound", "nmis=1"), ("--bound is for the exhaustive strategy",)),
+])
+def test_a_bound_that_would_not_bound_anything(args, needles, tmp_path):
+    # a typo'd bound would leave the real one at its default, and "explored within these bounds"
+    # would be about other bounds than the user asked for
+    r = _invoke("fuzz", SPEC, "--no-db", "--strategy", "exhaustive", "--seconds", "5", *args)
+    _one_error_line(r, *needles)

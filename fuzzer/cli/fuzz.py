@@ -10,7 +10,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from .. import ENGINE_VERSION, SCHEDULE_FORMAT
+from .. import ENGINE_VERSION, SCHEDULE_FORMAT, draws
 from ..campaign import CampaignResult
 from ..campaign import fuzz as run_campaign
 from ..console import Seconds, UserError, stdout_console
@@ -122,12 +122,30 @@ def _strategy_kwargs(strategy: str, depth: int, corpus: str | None, bounds: tupl
         if strategy != "atheris":
             raise UserError(f"--mutator is for the atheris strategy, not {strategy}")
         kwargs["mutator"] = mutator
-    for item in bounds:
-        key, sep, value = item.partition("=")
-        if not sep or not value.isdigit():
-            raise UserError(f"--bound takes NAME=NUMBER, got {item!r}")
-        kwargs[key.replace("-", "_")] = int(value)
+    if bounds and strategy != "exhaustive":
+        raise UserError(f"--bound is for the exhaustive strategy, not {strategy}")
+    kwargs.update(parse_bounds(bounds))
     return kwargs
+
+
+BOUND_NAMES = (*draws.BUDGETS, "max_steps")
+
+
+def parse_bounds(items: tuple[str, ...]) -> dict[str, int]:
+    """`--bound NAME=N` values: a known bound and a whole number (a typo would otherwise leave the
+    bound at its default and the verdict "explored within these bounds" about other bounds)."""
+    out: dict[str, int] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        name = key.strip().replace("-", "_")
+        value = value.strip()
+        # isdigit() alone admits "²" and other digits int() refuses
+        if not sep or not (value.isascii() and value.isdigit()):
+            raise UserError(f"--bound takes NAME=NUMBER, got {item!r}")
+        if name not in BOUND_NAMES:
+            raise UserError(f"--bound: unknown bound {name!r}; known: {', '.join(BOUND_NAMES)}")
+        out[name] = int(value)
+    return out
 
 
 @main.command()
