@@ -20,7 +20,7 @@ PAD = 4  # px inside a box
 INDENT = 12  # px a handler's rows are indented: they run inside the thread's step
 MARGIN, GUTTER, GAP = 12, 52, 12
 MAX_WIDTH = 1280  # px: columns narrow (their labels wrap) to keep the diagram within a screen
-PHASE_H = 14  # px for a protocol-step label above a box
+PHASE_H = 15  # px for a protocol-step label above a box
 SKIP_H = 18
 RED = "#d62728"
 
@@ -69,13 +69,13 @@ def _line(line: Line, y: float, xs: dict[int, float], width: float, chars: int, 
                 f'{escape(what + note)}</text>'], SKIP_H
     out: list[str] = []
     top = y + (PHASE_H if line.phases else 0)
-    for cpu, phase in line.phases.items():
-        out.append(f'<text x="{xs[cpu] + 2:.1f}" y="{top - 3:.1f}" class="phase">\u25b8 {escape(phase)}</text>')
     h = 0.0
     for cpu, row in line.cells.items():
         svg, bh = _box(row, xs[cpu], top, width, chars)
         out += svg
         h = max(h, bh)
+    for cpu, phase in line.phases.items():  # after the boxes, which would hide its underscores
+        out.append(f'<text x="{xs[cpu] + 2:.1f}" y="{top - 4:.1f}" class="phase">\u25b8 {escape(phase)}</text>')
     out.append(f'<text x="{MARGIN + GUTTER - 6}" y="{top + PAD + FONT - 1:.1f}" text-anchor="end" '
                f'class="step">{line.steps}</text>')
     return out, top - y + h + 4
