@@ -365,10 +365,13 @@ def set_minimized(
     *,
     engine_version: str | None = None,
     schedule_format: int | None = None,
+    detail: str | None = None,
+    consequence: Sequence[str] | None = None,
 ) -> int:
     """Store the minimizer's output as a new sample and make it the bucket's best, whatever its
-    length. Other fields (config, detail, ...) are copied from the current best sample;
-    engine_version and schedule_format too unless given. Returns the new sample's id."""
+    length. Other fields (config, ...) are copied from the current best sample; engine_version,
+    schedule_format, detail and consequence too unless given (the minimized run's own detail
+    names its own steps, so callers that replayed it pass it). Returns the new sample's id."""
     with db.session() as s:
         # Lock the bucket (Postgres) so a concurrent store_finding cannot slip in between.
         bucket = s.execute(select(buckets.c.id, buckets.c.best_sample_id)
@@ -383,6 +386,10 @@ def set_minimized(
             raise NotFound(f"crash bucket {bucket_id} has no sample to minimize")
         schedule = bytes(schedule)
         row = {k: src[k] for k in ("protocol", "variant", "config", "detail", "consequence")}
+        if detail is not None:
+            row["detail"] = detail
+        if consequence is not None:
+            row["consequence"] = list(consequence)
         row.update(bucket_id=bucket_id, schedule=schedule, schedule_len=len(schedule),
                    schedule_format=src["schedule_format"] if schedule_format is None else schedule_format,
                    engine_version=engine_version or src["engine_version"], trace_sha256=trace_sha256,

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from . import decisions as dec
 from . import draws
 from . import events as ev
+from .diagram import Row, protocol_steps, rows_of_events
 from .machine import Machine, RunResult
-from .timeline import Row, rows_of_events
 
 # a handler episode that began and ended well: its events fold into one line
 _EPISODES = {ev.Trap: ev.TrapReturn, ev.Nmi: ev.NmiReturn, ev.Irq: ev.IrqReturn}
@@ -41,7 +41,7 @@ class Shown:
     text: str | None = None  # a folded episode's line
     steps: set[int] = field(default_factory=set)  # the steps of the events it stands for
     notes: list[str] = field(default_factory=list)
-    sync_done: bool = False  # a sync_cores() whose IPIs and return are folded in
+    sync_done: bool = False  # a sync_cores() whose return is folded in
 
     @property
     def category(self) -> str:
@@ -56,9 +56,8 @@ class Shown:
 
     def render(self, r: ev.Renderer) -> str:
         steps = str(self.first) if self.first == self.last else f"{self.first}-{self.last}"
-        note = f"  [schedule: {', '.join(dict.fromkeys(self.notes))}]" if self.notes else ""
         who = f"cpu{self.cpu}" if self.cpu >= 0 else "     "
-        return f"{steps:>7} {who} {self.ctx:<6} {self.message(r)}{note}"
+        return f"{steps:>7} {who} {self.ctx:<6} {_with_notes(self.message(r), self.notes)}"
 
 
 def _fold_episodes(kept: list[ev.Event], finding_cpu: int, r: ev.Renderer) -> list[Shown]:
@@ -165,11 +164,11 @@ def focus_items(machine: Machine, schedule: bytes, result: RunResult | None = No
             prev.events.append(e)
             prev.last = item.last
             prev.steps |= item.steps
-        elif open_sync and single and (type(e) is ev.TakeIpi
-                                       or (item.cpu == prev.cpu and type(e) is ev.SyncCoresDone)):
-            # the call, the IPIs the involved CPUs took for it and its return: one line
-            if item.cpu == prev.cpu:
-                prev.sync_done = True
+        elif open_sync and single and item.cpu == prev.cpu and type(e) is ev.SyncCoresDone:
+            # the call and its return are one line when no involved CPU took its IPI in
+            # between: an involved CPU's serializing IPI is part of the race, so it keeps its
+            # own line and the return its own
+            prev.sync_done = True
             prev.last = item.last
             prev.steps |= item.steps
         else:
@@ -194,15 +193,20 @@ def focus(machine: Machine, schedule: bytes, result: RunResult | None = None) ->
 
 
 def focus_view(machine: Machine, schedule: bytes, result: RunResult | None = None
-               ) -> tuple[list[str], list[Row]]:
-    """The focused trace as text lines, and as the timeline's rows."""
+               ) -> tuple[list[str], list[Row], list[int]]:
+    """The focused trace as text lines, as the race diagram's rows, and the CPUs it involves
+    (the diagram's columns). A clean run is shown whole, on every CPU."""
     if result is None or not result.events:
         result = machine.run(schedule, trace=True)
     r = result.renderer
     if result.finding is None:
-        return list(result.trace), rows_of_events(result.events or [], r)
+        return list(result.trace), rows_of_events(result.events or [], r), list(range(len(machine.cpus)))
     shown, cpus, result = focus_items(machine, schedule, result)
-    rows = [Row(sh.first, sh.last, sh.cpu, sh.ctx, sh.category, sh.message(r)) for sh in shown if sh.cpu >= 0]
+    phase = {id(e): p for e, p in zip(result.events, protocol_steps(result.events))}
+    rows = [Row(sh.first, sh.last, sh.cpu, sh.ctx, sh.category, _with_notes(sh.message(r), sh.notes),
+                phase.get(id(sh.events[0]), "")) if sh.cpu >= 0
+            else Row(sh.first, sh.last, -1, "", "op", f"step {sh.first}: schedule: {', '.join(sh.notes)}")
+            for sh in shown]
     out = [sh.render(r) for sh in shown]
     omitted = result.steps - len({k for sh in shown for k in sh.steps} & set(range(1, result.steps + 1)))
     others = sorted(set(range(len(machine.cpus))) - cpus)
@@ -210,4 +214,8 @@ def focus_view(machine: Machine, schedule: bytes, result: RunResult | None = Non
                + (f"cpu{',cpu'.join(map(str, others))} not involved; " if others else "")
                + "caller loops, plain fetches; involved: "
                + ",".join(f"cpu{c}" for c in sorted(cpus)) + ")")
-    return out, rows
+    return out, rows, sorted(cpus)
+
+
+def _with_notes(message: str, notes: list[str]) -> str:
+    return message + (f"  [schedule: {', '.join(dict.fromkeys(notes))}]" if notes else "")

@@ -17,12 +17,16 @@ class FindingRecords:
     def __init__(self, machine: Machine) -> None:
         self.machine = machine
         self.config = machine.config.to_dict()
-        self._traces: dict[bytes, str | None] = {}
+        self._runs: dict[bytes, tuple[str | None, Any]] = {}  # schedule -> trace hash, finding
+
+    def _replay(self, schedule: bytes) -> tuple[str | None, Any]:
+        if schedule not in self._runs:
+            r = self.machine.run(schedule, trace=True)
+            self._runs[schedule] = (r.trace_sha256, r.finding)
+        return self._runs[schedule]
 
     def trace_sha256(self, schedule: bytes) -> str | None:
-        if schedule not in self._traces:
-            self._traces[schedule] = self.machine.run(schedule, trace=True).trace_sha256
-        return self._traces[schedule]
+        return self._replay(schedule)[0]
 
     def row(self, rec: CrashRecord, hits: int) -> dict[str, Any]:
         f = rec.finding
@@ -37,5 +41,8 @@ class FindingRecords:
         from .minimize import minimize
 
         small, _, _, _ = minimize(self.machine, schedule, max_runs=max_runs)
-        return small, dict(trace_sha256=self.trace_sha256(small), engine_version=ENGINE_VERSION,
-                           schedule_format=SCHEDULE_FORMAT)
+        sha, f = self._replay(small)
+        # the detail shown above the minimized reproducer's trace is that run's, not the first sample's
+        own = dict(detail=f.detail, consequence=f.consequence) if f is not None else {}
+        return small, dict(trace_sha256=sha, engine_version=ENGINE_VERSION, schedule_format=SCHEDULE_FORMAT,
+                           **own)

@@ -92,22 +92,25 @@ def test_timeline_picture(tmp_path):
     _fuzz(url, 1)
     bucket = json.loads(_invoke("crashes", "list", "--db", url, "--json").stdout)[0]
     svg = tmp_path / "race.svg"
-    r = _invoke("crashes", "show", str(bucket["id"]), "--db", url, "--timeline", str(svg))
+    r = _invoke("crashes", "show", str(bucket["id"]), "--db", url, "--timeline", str(svg), "--no-focus")
     assert r.exit_code == 0, r.output
     root = ET.parse(svg).getroot()  # well-formed SVG
-    texts = [t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}text")]
-    assert [t for t in texts if t.startswith("cpu")][:4] == ["cpu0", "cpu1", "cpu2", "cpu3"]
+    texts = [" ".join(t.itertext()) for t in root.iter("{http://www.w3.org/2000/svg}text")]  # wrapped lines
+    # --no-focus: a column for every CPU
+    assert [t for t in texts if t.startswith("CPU")] == ["CPU0", "CPU1", "CPU2", "CPU3"]
     assert any(bucket["title"] in t for t in texts)  # the violation is marked with its title
     tooltips = [t.text or "" for t in root.iter("{http://www.w3.org/2000/svg}title")]
     assert any("fetch fentry" in t for t in tooltips) and any("poke fentry" in t for t in tooltips)
     # readable on the picture itself: the bytes a CPU fetched and what was written where
     assert any(t.startswith("fetch fentry: cc") for t in texts), texts
     assert any(t.startswith("poke fentry+0 = cc") for t in texts)
-    focused = tmp_path / "focus.svg"
-    assert _invoke("crashes", "show", str(bucket["id"]), "--db", url, "--timeline", str(focused),
-                   "--focus").exit_code == 0
-    spans = [t.text or "" for t in ET.parse(focused).getroot().iter("{http://www.w3.org/2000/svg}title")]
+    focused = tmp_path / "focus.svg"  # a diagram is focused unless --no-focus
+    assert _invoke("crashes", "show", str(bucket["id"]), "--db", url, "--timeline", str(focused)).exit_code == 0
+    froot = ET.parse(focused).getroot()
+    spans = [t.text or "" for t in froot.iter("{http://www.w3.org/2000/svg}title")]
     assert any(t.startswith("steps ") for t in spans) and len(spans) < len(tooltips)  # folded ranges
+    heads = ["".join(t.itertext()) for t in froot.iter("{http://www.w3.org/2000/svg}text")]
+    assert len([t for t in heads if t.startswith("CPU")]) < 4  # only the involved CPUs
     html = tmp_path / "race.html"
     assert _invoke("crashes", "show", str(bucket["id"]), "--db", url, "--timeline", str(html)).exit_code == 0
     assert "<svg" in html.read_text() and "<pre>" in html.read_text()

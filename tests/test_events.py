@@ -1,15 +1,16 @@
-"""The trace is structured: typed events, rendered to text; focus, the timeline and the
+"""The trace is structured: typed events, rendered to text; focus, the race diagram and the
 minimizer read the events, never the text."""
 
 import ast
 from pathlib import Path
 
 from fuzzer import events as ev
+from fuzzer.diagram import Diagram, rows_of_events
+from fuzzer.diagram_svg import render_svg
 from fuzzer.machine import Config, Machine
 from fuzzer.minimize import shape
 from fuzzer.protocols import resolve
 from fuzzer.strategies.random import RandomStrategy
-from fuzzer.timeline import render_svg, rows_of_events
 
 FUZZER = Path(__file__).resolve().parents[1] / "fuzzer"
 NO_FINAL_SYNC = bytes.fromhex("0000000200000001000300030000030000000000000000000000000003000300"
@@ -63,7 +64,7 @@ def test_timeline_rows_come_from_events_with_their_categories():
     rows = rows_of_events(r.events, r.renderer)
     cats = {row.category for row in rows}
     assert {"fetch", "text write", "memory", "ipi", "trap", "violation"} <= cats
-    svg = render_svg(rows, "t", 4)
+    svg = render_svg(Diagram("t", [0, 1, 2, 3], rows))
     assert svg.count("<rect") > len(rows) and "unhandled-trap" in svg
 
 
@@ -81,8 +82,8 @@ def test_minimizer_counts_events_not_text():
 
 
 def test_no_renderer_of_the_trace_parses_text():
-    # focus, the timeline, the minimizer and the events themselves import no regular expressions
-    for name in ("events.py", "focus.py", "timeline.py", "minimize.py"):
+    # focus, the race diagram, the minimizer and the events themselves import no regular expressions
+    for name in ("events.py", "focus.py", "diagram.py", "diagram_svg.py", "diagram_text.py", "minimize.py"):
         tree = ast.parse((FUZZER / name).read_text())
         imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}

@@ -91,16 +91,17 @@ def test_irq_candidates_are_the_cpus_with_irqs_on():
 
 
 def test_the_minimizer_the_focused_trace_and_the_picture_keep_the_irq():
+    from fuzzer.diagram import Diagram
+    from fuzzer.diagram_svg import render_svg
     from fuzzer.focus import focus_view
     from fuzzer.minimize import minimize
-    from fuzzer.timeline import render_svg
 
     m = Machine(OwnIrq, "irqs-on", Config(cpus=2))
     r = next(r for at in range(1, 8) if (r := m.run(b"", source=IrqOnCpu0(at))).finding)
     small, before, after, _ = minimize(m, r.schedule, max_runs=2000)
     assert m.run(small).finding.signature == r.finding.signature
     assert after.steps <= before.steps
-    lines, rows = focus_view(m, small)
+    lines, rows, cpus = focus_view(m, small)
     text = "\n".join(lines)
     assert "IRQ (serializing)" in text and "[schedule: irq on cpu0]" in text
-    assert "irq" in {row.category for row in rows} and "IRQ" in render_svg(rows, "t", 2)
+    assert "irq" in {row.category for row in rows} and "IRQ" in render_svg(Diagram("t", cpus, rows))

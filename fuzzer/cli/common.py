@@ -69,10 +69,54 @@ def focused(machine: Machine, schedule: bytes, result) -> list[str]:
     return focus(machine, schedule, result)
 
 
-def focused_view(machine: Machine, schedule: bytes, result) -> tuple[list[str], list]:
+def focused_view(machine: Machine, schedule: bytes, result) -> tuple[list[str], list, list[int]]:
     from ..focus import focus_view
 
     return focus_view(machine, schedule, result)
+
+
+def race_diagram(machine: Machine, schedule: bytes, result, title: str, focus: bool):
+    """The race diagram of `result` (a traced run of `schedule`): the focused one (the involved
+    CPUs, the focused rows) or every CPU and every event."""
+    from ..diagram import Diagram, rows_of_events
+
+    if focus:
+        _, rows, cpus = focused_view(machine, schedule, result)
+        return Diagram(title, cpus, rows)
+    return Diagram(title, list(range(len(machine.cpus))), rows_of_events(result.events or [], result.renderer))
+
+
+def diagram_option(f):
+    """--timeline FILE and --race-diagram, shared by `run` and `crashes show`."""
+    f = click.option("--race-diagram", "race_diagram_text", is_flag=True,
+                     help="Print the race as a plain-text diagram instead of the trace: one column per CPU "
+                          "(CPU0 | CPU1 ...), time going down, skipped steps marked, the violation last; "
+                          "the layout of a kernel changelog, ready for a commit message. Focused unless "
+                          "--no-focus.")(f)
+    f = click.option("--timeline", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     metavar="FILE.svg|FILE.html",
+                     help="Also draw the race diagram: one column per CPU, time going down, the violation "
+                          "at the bottom in red. Focused unless --no-focus.")(f)
+    return click.option("--focus/--no-focus", default=None,
+                        help="--focus: print the focused trace: the involved CPUs' steps that touch the patch "
+                             "site, protocol variables, locks and handlers, and the decisions the finding needs. "
+                             "--no-focus: draw diagrams with every CPU and every event.")(f)
+
+
+def check_timeline(path: Path | None) -> None:
+    if path is not None and path.suffix not in (".svg", ".html"):
+        raise UserError(f"--timeline must name a .svg or .html file, got {path}")
+
+
+def write_timeline(path: Path, diagram, lines: list[str]) -> None:
+    """The diagram as SVG, or as HTML with `lines` (the trace shown) below it."""
+    from ..diagram_svg import render_html, render_svg
+
+    try:
+        path.write_text(render_svg(diagram) if path.suffix == ".svg" else render_html(diagram, lines),
+                        encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror}") from None
 
 
 def open_db(url: str | None, *, existing: bool = False):

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import click
 from rich.table import Table
 
 from ..choices import SCHEDULE_FORMAT
 from ..console import UserError, stdout_console
-from .common import build_machine, db_option, focused_view, open_db
+from ..diagram_text import render_text
+from .common import (
+    build_machine,
+    check_timeline,
+    db_option,
+    diagram_option,
+    focused_view,
+    open_db,
+    race_diagram,
+    write_timeline,
+)
 from .group import main
 
 
@@ -79,54 +88,48 @@ def crashes_list(protocol, oracle, status, since, as_json, db_url) -> None:
 @crashes.command("show")
 @click.argument("bucket_id", type=int)
 @click.option("--json", "as_json", is_flag=True)
-@click.option("--timeline", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also draw the race, one lane per CPU: FILE.svg or FILE.html (with --focus: "
-                   "the focused trace).")
-@click.option("--focus", is_flag=True, help="Show the focused trace (see `run --focus`).")
+@diagram_option
 @db_option
-def crashes_show(bucket_id, as_json, timeline, focus, db_url) -> None:
+def crashes_show(bucket_id, as_json, timeline, race_diagram_text, focus, db_url) -> None:
     """Everything about a bucket, with the trace of its shortest reproducer."""
-    if timeline is not None and timeline.suffix not in (".svg", ".html"):
-        raise UserError(f"--timeline must name a .svg or .html file, got {timeline}")
+    check_timeline(timeline)
     database = open_db(db_url, existing=True)
     b = _bucket(database, bucket_id)
     sample = b.get("best_sample") or {}
     trace: list[str] = []
     focused: list[str] = []
-    rows: list = []  # the timeline's boxes
+    detail = sample.get("detail") or ""
+    diagram = None
     cpus = (sample.get("config") or {}).get("cpus", 4)
+    title = f"{b['protocol']}:{b['variant']} [{b['oracle']}] {b['title']}"
+    drawing = timeline is not None or race_diagram_text
     if sample:
         try:
             machine = build_machine(f"{b['protocol']}:{b['variant']}", cpus, None)
-            result = machine.run(bytes(sample["schedule"]), trace=True)
+            schedule = bytes(sample["schedule"])
+            result = machine.run(schedule, trace=True)
             trace = result.trace
+            if result.finding is not None:  # the detail of the run whose trace is shown
+                detail = result.finding.detail
             if focus:
-                focused, rows = focused_view(machine, bytes(sample["schedule"]), result)
-            else:
-                from ..timeline import rows_of_events
-
-                rows = rows_of_events(result.events, result.renderer)
+                focused = focused_view(machine, schedule, result)[0]
+            if drawing:
+                diagram = race_diagram(machine, schedule, result, title, focus is not False)
         except UserError:
             trace = ["(protocol no longer available: trace not replayed)"]
+    if drawing and diagram is None:
+        raise UserError(f"bucket {bucket_id} has no reproducer this engine can replay: nothing to draw")
     if timeline is not None:
-        from ..timeline import render_html, render_svg
-
-        title = f"{b['protocol']}:{b['variant']} [{b['oracle']}] {b['title']}"
-        lines = focused if focus and focused else trace
-        try:
-            if timeline.suffix == ".svg":
-                picture = render_svg(rows, title, cpus)
-            else:
-                picture = render_html(rows, title, cpus, lines)
-            timeline.write_text(picture, encoding="utf-8")
-        except OSError as e:
-            raise UserError(f"cannot write {timeline}: {e.strerror}") from None
+        write_timeline(timeline, diagram, focused if focus and focused else trace)
+    text = render_text(diagram) if race_diagram_text else []
     if as_json:
         out = {**b, "trace": trace}
         if focus:
             out["focus"] = focused
+        if race_diagram_text:
+            out["race_diagram"] = text
         if sample:
-            out["best_sample"] = {**sample, "schedule": bytes(sample["schedule"]).hex()}
+            out["best_sample"] = {**sample, "schedule": bytes(sample["schedule"]).hex(), "detail": detail}
         click.echo(json.dumps(out, indent=2, default=str))
         return
     click.echo(f"bucket {b['id']}: [{b['oracle']}] {b['title']}")
@@ -137,8 +140,10 @@ def crashes_show(bucket_id, as_json, timeline, focus, db_url) -> None:
     if sample:
         click.echo(f"  reproducer: {len(bytes(sample['schedule']))} bytes, format {sample['schedule_format']}, "
                    f"engine {sample['engine_version']}: {bytes(sample['schedule']).hex()}")
-        click.echo(f"  {sample.get('detail') or ''}")
-    for line in (focused or trace) if focus else trace:
+        click.echo(f"  {detail}")
+    if race_diagram_text:
+        click.echo("")
+    for line in text or ((focused or trace) if focus else trace):
         click.echo(line)
 
 

@@ -11,12 +11,24 @@ import click
 
 from .. import ENGINE_VERSION, SCHEDULE_FORMAT
 from ..console import Seconds, UserError
+from ..diagram_text import render_text
 from ..machine import MAX_CPUS, MIN_CPUS
 from ..minimize import DEFAULT_ORDER, ORDERS
 from ..oracles import ORACLES
 from ..protocols import UnknownProtocol, registry, resolve
 from ..strategies import STRATEGIES
-from .common import EXIT_PROTOCOL_ERROR, build_machine, focused, op_timeout_option, read_schedule, smz_option
+from .common import (
+    EXIT_PROTOCOL_ERROR,
+    build_machine,
+    check_timeline,
+    diagram_option,
+    focused,
+    op_timeout_option,
+    race_diagram,
+    read_schedule,
+    smz_option,
+    write_timeline,
+)
 from .group import main
 
 
@@ -48,21 +60,27 @@ def protocols(as_json: bool) -> None:
               help="Schedule bytes as hex, or @FILE holding the hex.")
 @click.option("--cpus", default=4, show_default=True, type=int)
 @click.option("--trace", is_flag=True, help="Print the event trace.")
-@click.option("--focus", is_flag=True,
-              help="Print the focused trace instead: the involved CPUs' steps that touch the patch site, "
-                   "protocol variables, locks and handlers, and the decisions the finding needs.")
+@diagram_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @smz_option
 @op_timeout_option
-def run(spec: str, schedule: str, cpus: int, trace: bool, focus: bool, as_json: bool,
-        stop_machine_serializes: bool | None, op_timeout: float) -> None:
+def run(spec: str, schedule: str, cpus: int, trace: bool, focus: bool | None, timeline: Path | None,
+        race_diagram_text: bool, as_json: bool, stop_machine_serializes: bool | None, op_timeout: float) -> None:
     """Replay one schedule and report the verdict (exit 0 clean, 1 a finding, 3 the protocol's
     own code went wrong)."""
+    check_timeline(timeline)
     data = read_schedule(schedule)
     machine = build_machine(spec, cpus, stop_machine_serializes, op_timeout)
     result = machine.run(data, trace=True)
     lines = focused(machine, data, result) if focus else result.trace
     f = result.finding
+    text: list[str] = []
+    if timeline is not None or race_diagram_text:
+        title = f"{spec} [{f.oracle}] {f.title}" if f else f"{spec}: {result.verdict}"
+        diagram = race_diagram(machine, data, result, title, focus is not False)
+        if timeline is not None:
+            write_timeline(timeline, diagram, lines)
+        text = render_text(diagram) if race_diagram_text else []
     out = {
         "protocol": machine.protocol_cls.name,
         "variant": machine.variant,
@@ -85,11 +103,13 @@ def run(spec: str, schedule: str, cpus: int, trace: bool, focus: bool, as_json: 
         out["trace"] = result.trace
     if focus and as_json:
         out["focus"] = lines
+    if race_diagram_text and as_json:
+        out["race_diagram"] = text
     if as_json:
         click.echo(json.dumps(out, indent=2))
     else:
-        if trace or focus:
-            for line in lines:
+        if trace or focus or race_diagram_text:
+            for line in text or lines:
                 click.echo(line)
             click.echo("")
         if result.error:
