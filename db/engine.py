@@ -50,6 +50,8 @@ def resolve_url(url: str | None = None) -> str:
     A bare path (`foo.db`, `~/crashes.db`) means a SQLite file; `postgres://` and `postgresql://`
     mean psycopg 3, the only Postgres driver we install."""
     url = (url or "").strip() or os.environ.get(ENV_VAR, "").strip() or DEFAULT_URL
+    if "\0" in url:  # no file or server name holds one; the OS would refuse it with a ValueError
+        raise DatabaseError(f"invalid database URL {mask_url(url)!r}: it contains a NUL byte; {HINT}")
     if url == ":memory:":
         return "sqlite://"
     if "://" not in url:

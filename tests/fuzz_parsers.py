@@ -100,7 +100,10 @@ def database_url(data: bytes) -> None:
     from db.engine import make_engine, mask_url
 
     text = _text(data)
-    resolved = db.resolve_url(text)
+    try:
+        resolved = db.resolve_url(text)
+    except db.DatabaseError:
+        return
     masked = mask_url(resolved)  # never raises: it is used in every error message
     try:
         password = make_url(resolved).password
