@@ -256,20 +256,21 @@ def _check_sqlite_file(url: URL, masked: str) -> None:
     if not path or path == ":memory:" or path.startswith("file:"):
         return
     p = Path(path)
-    if p.is_dir():
-        raise DatabaseError(f"cannot open {masked}: {path} is a directory; give a file name ({HINT})")
-    if not p.parent.exists():
-        raise DatabaseError(f"cannot open {masked}: directory {p.parent} does not exist; create it "
-                            f"or {HINT}")
-    if p.exists() and p.stat().st_size > 0:
-        try:
-            with p.open("rb") as f:
-                header = f.read(len(SQLITE_HEADER))
-        except OSError as exc:
-            raise DatabaseError(f"cannot read {masked}: {exc.strerror}; {HINT}") from None
-        if header != SQLITE_HEADER:
-            raise DatabaseError(f"cannot open {masked}: {path} is not a SQLite database (corrupt or "
-                                f"another kind of file); it was left untouched: move it away or {HINT}")
+    try:  # a name too long for the file system, a component that is a file, no permission
+        if p.is_dir():
+            raise DatabaseError(f"cannot open {masked}: {path} is a directory; give a file name ({HINT})")
+        if not p.parent.exists():
+            raise DatabaseError(f"cannot open {masked}: directory {p.parent} does not exist; create it "
+                                f"or {HINT}")
+        if not (p.exists() and p.stat().st_size > 0):
+            return
+        with p.open("rb") as f:
+            header = f.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise DatabaseError(f"cannot open {masked}: {exc.strerror}; {HINT}") from None
+    if header != SQLITE_HEADER:
+        raise DatabaseError(f"cannot open {masked}: {path} is not a SQLite database (corrupt or "
+                            f"another kind of file); it was left untouched: move it away or {HINT}")
 
 
 def _refuse_corrupt_sqlite(engine: Engine) -> None:

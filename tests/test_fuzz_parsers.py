@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 REGRESSIONS = {
     "database_url": [b"sqlite://t",  # the dialect's own URL check raised past make_engine
                      b"postg://u8p@\x00tg://u8p@x",  # a password that is also part of the user name
-                     b"~\x00.db"],  # a NUL byte reached os.path.expanduser
+                     b"~\x00.db",  # a NUL byte reached os.path.expanduser
+                     b"x" * 300 + b".db"],  # a file name longer than the file system allows
     "bound": ["nmis=\u00b2".encode(), b"context_switchs=2"],  # int() refuses "²"; a typo'd bound name
 }
 

@@ -195,3 +195,12 @@ def test_a_bound_that_would_not_bound_anything(args, needles, tmp_path):
     # would be about other bounds than the user asked for
     r = _invoke("fuzz", SPEC, "--no-db", "--strategy", "exhaustive", "--seconds", "5", *args)
     _one_error_line(r, *needles)
+
+
+@pytest.mark.parametrize("command", [("crashes", "list"), ("fuzz", SPEC, "--schedules", "5")])
+def test_a_database_name_the_file_system_refuses(command, tmp_path, monkeypatch):
+    # found by tests/fuzz_parsers.py: stat() raised "File name too long" past the checks
+    monkeypatch.chdir(tmp_path)
+    r = _invoke(*command, "--db", "x" * 300 + ".db")
+    _one_error_line(r, "File name too long")
+    assert not list(tmp_path.rglob("*.db"))

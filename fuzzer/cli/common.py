@@ -126,7 +126,11 @@ def open_db(url: str | None, *, existing: bool = False):
 
     if existing:
         path = db.sqlite_path(db.resolve_url(url))
-        if path is not None and not path.exists():
+        try:
+            missing = path is not None and not path.exists()
+        except OSError:  # a name the file system refuses: db.open_db says so
+            missing = False
+        if missing:
             raise UserError(f"no crash database at {path} (nothing was fuzzed here?): run `patchfuzz "
                             f"fuzz` here first, or point --db or PATCHFUZZ_DB at the database")
     try:
