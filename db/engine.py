@@ -17,7 +17,7 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from alembic import command
 from alembic.config import Config
@@ -76,13 +76,20 @@ def sqlite_path(url: str) -> Path | None:
 
 def mask_url(url: str | URL) -> str:
     """The URL with its password replaced by ***, for messages and logs."""
+    parsed = None
     try:
         parsed = make_url(url)
         rendered = parsed.render_as_string(hide_password=True)
         # SQLite URLs hold no secrets; show the path as typed rather than %-escaped.
         return unquote(rendered) if parsed.get_backend_name() == "sqlite" else rendered
-    except Exception:  # unparsable: still mask anything that looks like user:pass@
-        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", str(url))
+    except Exception:  # noqa: BLE001 - unparsable, or unrenderable (undecodable bytes from argv)
+        text = str(url)
+    password = parsed.password if parsed is not None else None
+    if password:  # where the parser found it, as typed or %-escaped
+        for form in {str(password), quote(str(password), safe="", errors="surrogateescape")}:
+            text = text.replace(f":{form}@", ":***@")
+        return text
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", text)  # anything that looks like user:pass@
 
 
 _OPEN: weakref.WeakSet[Database] = weakref.WeakSet()
