@@ -1,7 +1,8 @@
-"""The fuzz farm against the machine's real Redis and PostgreSQL, with real worker processes.
+"""The fuzz farm against real Redis and PostgreSQL servers (the run's own, see conftest), with
+real worker processes.
 
-Never skipped: a missing service fails (see conftest). Each test gets its own Redis database
-(emptied), its own queue name and a fresh PostgreSQL database.
+Never skipped: a server that cannot start fails (see conftest). Each test gets the Redis database
+emptied, its own queue name and a fresh PostgreSQL database.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A running farm survives its services restarting: Redis (a private server of this test, with
-persistence, as in docker-compose.yml) and the machine's PostgreSQL server (restarted with
-pg_ctlcluster: this test needs root, as CI has)."""
+persistence, as in docker-compose.yml) and the run's own PostgreSQL server (conftest), stopped
+and started again on the same port under its clients."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 import db
 from db.models import JobFinding
 
+from .services import REDIS_HINT, find_redis_server, missing
 from .test_farm import BUG, Workers, cli, wait_for
 
 
@@ -53,18 +54,10 @@ class PrivateRedis:
         wait_for(lambda: not self._ping(), 10, "the private Redis to stop", every=0.1)
 
 
-def _pg_cluster() -> list[str]:
-    version = sorted(p.name for p in Path("/etc/postgresql").iterdir())[-1]
-    return [version, "main"]
-
-
-def _restart_postgres() -> None:
-    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", *_pg_cluster(), "restart"], check=True,
-                   capture_output=True, timeout=120)
-
-
 @pytest.fixture
 def private_redis(tmp_path):
+    if find_redis_server() is None:
+        pytest.fail(missing("redis-server", REDIS_HINT), pytrace=False)
     r = PrivateRedis(tmp_path / "redis")
     r.start()
     yield r
@@ -93,7 +86,7 @@ def test_workers_carry_on_when_redis_and_postgres_restart(tmp_path, pg, private_
         wait_for(lambda: progressed(0), 30, "progress after the Redis restart")
         with db.open_db(env["PATCHFUZZ_DB"]) as d:
             done = sum(j["schedules_run"] for j in db.campaign_jobs(d, sub["campaign"]))
-        _restart_postgres()
+        pg.restart()
         wait_for(lambda: progressed(done), 60, "progress after the PostgreSQL restart")
 
         def finished():
