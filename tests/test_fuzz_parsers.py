@@ -22,7 +22,8 @@ REGRESSIONS = {
                      b"x" * 300 + b".db",  # a file name longer than the file system allows
                      # bytes that are not UTF-8 (argv keeps them as surrogates): the URL could not be
                      # rendered masked, and the fallback left its password in the message
-                     b"po://?\xed\xb2\x98\x05@\xed\xb2\x98resql+://pwd1@1</x"],
+                     b"po://?\xed\xb2\x98\x05@\xed\xb2\x98resql+://pwd1@1</x",
+                     b"L://@\xff\xff\xffL://@\xff\xff\xff\xff\xff\xff'"],  # a mask that does not parse
     "bound": ["nmis=\u00b2".encode(), b"context_switchs=2"],  # int() refuses "²"; a typo'd bound name
 }
 
