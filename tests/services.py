@@ -207,6 +207,7 @@ class PrivatePostgres:
                 postgres_options="-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
             try:
                 self.executor.start()
+                self.wait_ready()
                 break
             except AlreadyRunning:
                 if attempt == ATTEMPTS - 1:
@@ -220,6 +221,26 @@ class PrivatePostgres:
         """Stop the server (fast shutdown: clients are disconnected) and start it again, same port."""
         self.executor.stop()
         self.executor.start()
+        self.wait_ready()
+
+    def wait_ready(self, seconds: float = 60) -> None:
+        """pg_ctl -w can return while the server still answers "the database system is starting
+        up" (crash recovery after a fast shutdown): wait until it takes a connection."""
+        import time
+
+        import psycopg
+
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                psycopg.connect(host=HOST, port=self.port, user="postgres", dbname="postgres",
+                                connect_timeout=5).close()
+                return
+            except psycopg.OperationalError as e:
+                if time.monotonic() > deadline:
+                    raise ServiceError(f"the tests' PostgreSQL did not accept connections within "
+                                       f"{seconds:.0f} s ({_one_line(e)})") from None
+                time.sleep(0.2)
 
     def stop(self) -> None:
         try:
