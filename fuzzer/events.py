@@ -473,7 +473,7 @@ class Violation(Event):
 
 @dataclass(slots=True, eq=False)
 class ProtocolFailed(Event):
-    """The protocol's own code went wrong (machine/guard.py): not a finding about the scheme."""
+    """The protocol's own code went wrong (fuzzer/guard.py): not a finding about the scheme."""
 
     where: str
     what: str
