@@ -91,7 +91,8 @@ def test_a_missing_redis_server_fails_in_one_line(tmp_path):
     bindir.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PATCHFUZZ_TEST_")}
     env["PATH"] = str(bindir)
-    p = _pytest("tests/test_services.py", "-k", "redis_is_the_runs_own_server", env=env)
+    # -rN: the short summary repeats the message when the terminal is wide enough (CI's is)
+    p = _pytest("tests/test_services.py", "-rN", "-k", "redis_is_the_runs_own_server", env=env)
     out = p.stdout + p.stderr
     assert p.returncode == 1 and "skipped" not in out, out
     line = ("redis-server not found: the tests start their own server from it; install Debian's "
