@@ -8,8 +8,9 @@ from .x86_64 import X86_64
 ARCHES: dict[str, type[Arch]] = {"x86_64": X86_64}
 
 
-def get_arch(name: str) -> Arch:
-    return ARCHES[name]()
+def get_arch(name: str, options: tuple[str, ...] = ()) -> Arch:
+    """The model of `name` with `options` (its OPTIONS) switched on."""
+    return ARCHES[name](options)
 
 
 __all__ = ["ARCHES", "Arch", "Image", "Rule", "SiteLayout", "get_arch"]

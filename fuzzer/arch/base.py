@@ -119,6 +119,24 @@ class Arch:
     serializing_events: tuple[str, ...] = ()
     RULES: tuple[Rule, ...] = ()
 
+    # ---- instruction fetch against data stores ------------------------------------------
+    # "coherent": a fetch starts from memory as it is (x86; machine/views.py). "maintained":
+    # instruction fetch is not coherent with data stores; a fetch may return any version of a
+    # location written since the last one made visible to fetch by cache maintenance and then
+    # a context synchronization event on the fetching CPU (arm64, riscv64; machine/icache.py).
+    fetch_model: str = "coherent"
+    # "maintained" only. Must written code be cleaned to the point of unification (dc_cvau)
+    # before an invalidation brings it to fetch (arm64: CTR_EL0.IDC == 0)?
+    icache_needs_clean: bool = True
+    # Must the instruction cache be invalidated at all (arm64: CTR_EL0.DIC == 0)?
+    icache_needs_invalidate: bool = True
+    # Are two fetches of one location by one CPU coherent: once it fetched a version, never an
+    # older one again (arm64: only with DIC == 1)?
+    coherent_fetches: bool = False
+    # Switches a user may set per run (`--arch-opt NAME`): name -> what it changes. The model
+    # applies them in `__init__`.
+    OPTIONS: Mapping[str, str] = {}
+
     # ---- traps -----------------------------------------------------------------------------
     # The breakpoint protocols patch in, and what traces and titles call it.
     trap_insn: bytes = b""
@@ -181,7 +199,12 @@ class Arch:
     far_stride: int = 0x0101_0101
     far_size: int = 0x1000
 
-    def __init__(self) -> None:
+    def __init__(self, options: tuple[str, ...] = ()) -> None:
+        unknown = [o for o in options if o not in self.OPTIONS]
+        if unknown:
+            known = ", ".join(self.OPTIONS) or "none"
+            raise ValueError(f"{self.name}: unknown architecture option {unknown[0]!r} (known: {known})")
+        self.options = tuple(sorted(set(options)))
         self._cs, self._lengths = _decoder(self.cs_arch, self.cs_mode)
 
     # ---- image and CPUs --------------------------------------------------------------------
@@ -238,6 +261,12 @@ class Arch:
     def semantics(self, insn: bytes, addr: int) -> tuple[str, int]:
         """What a whole patched instruction does: ('call'|'jmp'|'next'|'bad', target)."""
         raise NotImplementedError
+
+    def cmodx_safe(self, insn: bytes) -> bool:
+        """May `insn` be replaced, or replace another such instruction, while other CPUs
+        execute it, with the old-or-new guarantee? True for every instruction where the
+        architecture has no such list (x86: its fetch and store rules decide)."""
+        return True
 
     def register_abstractable(self, blobs: list[bytes]) -> bool:
         """True if code made only of `blobs` leaves the PC, the stack pointer, the IRQ flag and
