@@ -142,6 +142,10 @@ class Draw:
             return None if takes_ipi(byte) else "IPI left pending"
         if self.name in (SLICE.name, REFRESH.name):
             return f"{self.name}={byte}"
+        if self.name == DRAIN_PICK.name:
+            return "a younger store drains first" if byte % n else None
+        if self.name == FETCH_VERSION.name:
+            return "an older version is fetched" if byte % n else None
         return None
 
     def redraw(self, old: int, n: int, rng: random.Random) -> int:
@@ -188,13 +192,20 @@ TAKE_IPI = Draw("take ipi", 0, 0, f"whether the stepping CPU takes its pending I
                 alternatives=(Alt(0), Alt(TAKE_IPI_DEFER, "ipi_defers")))
 REFRESH = Draw("refresh", REFRESH_ALL, REFRESH_ALL, "which fetch units of a stale instruction "
                "view are refreshed before it executes (bit i: unit i modulo 8)", computed=True)
+DRAIN_PICK = Draw("drain pick", 0, 0, "on a machine whose stores may become visible out of "
+                  "order: which of the buffered stores free to drain next does (0: the oldest; "
+                  "the answer modulo their count)", per_option="store_reorders")
+FETCH_VERSION = Draw("fetch version", 0, 0, "on a machine whose instruction fetch is not coherent "
+                     "with data stores: which version of a fetch unit the fetch returns among the "
+                     "ones it may still see (0: the newest in memory; the answer modulo their "
+                     "count, newest first)", per_option="stale_fetches")
 SLICE = Draw("slice", 0, 0, f"how far a CPU's code runs: to the next stop (a byte below "
              f"{SLICE_SHORT}), else byte - {SLICE_SHORT - 1} instructions",
              alternatives=(Alt(0), Alt(SLICE_SHORT, "short_slices")))
 
 DRAWS: dict[str, Draw] = {d.name: d for d in (EVENT, CPU, NMI_CPU, IRQ_CPU, TRAP_CPU, PREEMPT_CPU,
                                               DRAIN_CPU, MIGRATE, PREEMPT_FOR, DRAIN, TAKE_IPI, REFRESH,
-                                              SLICE)}
+                                              DRAIN_PICK, FETCH_VERSION, SLICE)}
 # Draws whose answer picks one of `options` (CPU indices): a plan names the CPU itself.
 CPU_DRAWS = frozenset(d.name for d in DRAWS.values() if d.picks_cpu)
 # The byte that acts as each draw's default where bytes must go on.
@@ -205,7 +216,8 @@ NEUTRAL = {d.name: d.neutral for d in DRAWS.values()}
 # some fetch units of a stale view but not others (a torn fetch needs one).
 BUDGETS: dict[str, int] = {"context_switches": 3, "nmis": 1, "irqs": 0, "foreign_traps": 0,
                            "preemptions": 0, "migrations": 1, "store_delays": 1, "partial_refresh": 1,
-                           "ipi_defers": 1, "short_slices": 0}
+                           "ipi_defers": 1, "short_slices": 0, "store_reorders": 1,
+                           "stale_fetches": 1}
 
 
 def _check_budgets() -> None:

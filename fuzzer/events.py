@@ -100,10 +100,24 @@ class Drain(Event):
 
 @dataclass(slots=True, eq=False)
 class Fence(Event):
-    kind: str  # mb, wmb, rmb
+    kind: str  # mb, wmb, rmb, dsb
 
     def text(self, r: Renderer) -> str:
-        return f"smp_{self.kind}()"
+        return "dsb(ish)" if self.kind == "dsb" else f"smp_{self.kind}()"
+
+
+@dataclass(slots=True, eq=False)
+class CacheMaint(Event):
+    kind: str  # clean, inval, inval_local (ops.CacheMaint)
+    site: str
+
+    _NAMES: ClassVar[dict[str, str]] = {"clean": "dc cvau", "inval": "ic ivau", "inval_local": "ic iallu"}
+
+    def text(self, r: Renderer) -> str:
+        return f"{self._NAMES[self.kind]} {self.site}".strip() + " (done at the next dsb)"
+
+    def reads(self) -> tuple[str, ...]:
+        return (self.site,) if self.site else ()
 
 
 @dataclass(slots=True, eq=False)

@@ -33,7 +33,19 @@ class Store(Op):
 
 @dataclass(slots=True)
 class Fence(Op):
-    kind: str  # "mb" | "wmb" | "rmb"
+    # "mb" (smp_mb, DMB ISH) | "wmb" (smp_wmb, DMB ISHST) | "rmb" (smp_rmb, DMB ISHLD) | "dsb"
+    # (DSB ISH: a full barrier that also completes the CPU's cache maintenance)
+    kind: str
+
+
+@dataclass(slots=True)
+class CacheMaint(Op):
+    """Cache maintenance by this CPU, completed by its next `Fence("dsb")`: "clean" a site's
+    text to the point of unification (DC CVAU), "inval" the instruction caches of every CPU for
+    it (IC IVAU, broadcast), "inval_local" this CPU's whole instruction cache (IC IALLU)."""
+
+    kind: str
+    site: str = ""
 
 
 @dataclass(slots=True)

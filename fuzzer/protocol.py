@@ -111,6 +111,56 @@ class K:
     def rmb(self) -> ops.Fence:
         return ops.Fence("rmb")
 
+    def dmb(self, kind: str = "ish") -> ops.Fence:
+        """DMB ISH (smp_mb), "ishst" (smp_wmb) or "ishld" (smp_rmb), by the arm64 names."""
+        kinds = {"ish": "mb", "ishst": "wmb", "ishld": "rmb"}
+        if kind not in kinds:
+            raise ValueError(f"dmb kind {kind!r}: one of {', '.join(kinds)}")
+        return ops.Fence(kinds[kind])
+
+    def dsb(self) -> ops.Fence:
+        """DSB ISH: a full barrier that also completes this CPU's cache maintenance."""
+        return ops.Fence("dsb")
+
+    def isb(self) -> ops.SyncCore:
+        """A context synchronization event on this CPU (ISB; x86 sync_core, riscv fence.i's
+        local part): its next fetches see what maintenance has made visible to fetch."""
+        return ops.SyncCore()
+
+    def load_acquire(self, var: str) -> ops.Load:
+        """LDAR / smp_load_acquire(): this model runs a CPU's loads in program order, so an
+        acquire orders nothing more than a plain load does."""
+        return ops.Load(var)
+
+    # ---- cache maintenance (no effect where instruction fetch is coherent) ------------------------
+    def dc_cvau(self, site: str) -> ops.CacheMaint:
+        """DC CVAU: clean the site's text to the point of unification (done at the next dsb)."""
+        return ops.CacheMaint("clean", site)
+
+    def ic_ivau(self, site: str) -> ops.CacheMaint:
+        """IC IVAU: invalidate the site in every CPU's instruction cache (done at the next dsb)."""
+        return ops.CacheMaint("inval", site)
+
+    def ic_iallu(self) -> ops.CacheMaint:
+        """IC IALLU: invalidate this CPU's whole instruction cache (done at the next dsb)."""
+        return ops.CacheMaint("inval_local")
+
+    def caches_clean_inval_pou(self, site: str) -> Iterator:
+        """`yield from`: the kernel's caches_clean_inval_pou() over a site (arch/arm64/mm/
+        cache.S): DC CVAU, DSB ISH, IC IVAU, DSB ISH, ISB."""
+        yield self.dc_cvau(site)
+        yield self.dsb()
+        yield self.ic_ivau(site)
+        yield self.dsb()
+        yield self.isb()
+
+    def patch_text_nosync(self, site: str, data: bytes, offset: int = 0) -> Iterator:
+        """`yield from`: aarch64_insn_patch_text_nosync(): write the instruction, then make it
+        visible to instruction fetch on this CPU (caches_clean_inval_pou); no cross-CPU
+        synchronization: other CPUs see it after their own context synchronization."""
+        yield self.poke(site, data, offset)
+        yield from self.caches_clean_inval_pou(site)
+
     def atomic_inc(self, var: str) -> ops.Atomic:
         return ops.Atomic(var, _inc, "atomic_inc")
 

@@ -24,17 +24,30 @@ op_timeout_option = click.option(
                             "stops it as a protocol error (0: never).")
 
 
+arch_opt_option = click.option(
+    "--arch-opt", "arch_opts", multiple=True, metavar="NAME",
+    help="Switch on an option of the protocol's architecture model (`patchfuzz rules ARCH` lists "
+         "them), e.g. --arch-opt dic.")
+
+
 def build_machine(spec: str, cpus: int, stop_machine_serializes: bool | None,
-                  op_timeout: float = Config.op_timeout) -> Machine:
+                  op_timeout: float = Config.op_timeout, arch_opts: tuple[str, ...] = ()) -> Machine:
+    from ..arch import ARCHES
+
     if not MIN_CPUS <= cpus <= MAX_CPUS:
         raise UserError(f"--cpus must be between {MIN_CPUS} and {MAX_CPUS}, got {cpus}")
     try:
         cls, variant = resolve(spec)
     except UnknownProtocol as e:
         raise UserError(str(e)) from None
+    known = ARCHES[cls.arch].OPTIONS if cls.arch in ARCHES else {}
+    bad = [o for o in arch_opts if o not in known]
+    if bad:
+        raise UserError(f"--arch-opt {bad[0]}: {cls.arch} has no such option (known: "
+                        f"{', '.join(known) or 'none'})")
     try:
         return Machine(cls, variant, Config(cpus=cpus, stop_machine_serializes=stop_machine_serializes,
-                                            op_timeout=op_timeout))
+                                            op_timeout=op_timeout, arch_options=tuple(sorted(set(arch_opts)))))
     except (ValueError, KeyError) as e:  # the protocol's declarations (sites, symbols, tasks)
         raise UserError(f"protocol {cls.name}: {e.args[0] if e.args else e}") from None
 

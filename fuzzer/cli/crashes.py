@@ -100,12 +100,11 @@ def crashes_show(bucket_id, as_json, timeline, race_diagram_text, focus, db_url)
     focused: list[str] = []
     detail = sample.get("detail") or ""
     diagram = None
-    cpus = (sample.get("config") or {}).get("cpus", 4)
     title = f"{b['protocol']}:{b['variant']} [{b['oracle']}] {b['title']}"
     drawing = timeline is not None or race_diagram_text
     if sample:
         try:
-            machine = build_machine(f"{b['protocol']}:{b['variant']}", cpus, None)
+            machine = _sample_machine(b, sample)
             schedule = bytes(sample["schedule"])
             result = machine.run(schedule, trace=True)
             trace = result.trace
@@ -160,7 +159,7 @@ def crashes_repro(bucket_id, db_url) -> None:
     if sample["schedule_format"] != SCHEDULE_FORMAT:
         raise UserError(f"bucket {bucket_id}'s reproducer uses schedule format {sample['schedule_format']}; "
                         f"this engine reads format {SCHEDULE_FORMAT}")
-    machine = build_machine(f"{b['protocol']}:{b['variant']}", (sample.get("config") or {}).get("cpus", 4), None)
+    machine = _sample_machine(b, sample)
     f = machine.run(bytes(sample["schedule"])).finding
     if f is not None and f.signature == b["signature"]:
         click.echo(f"reproduces: [{f.oracle}] {f.title}")
@@ -185,3 +184,11 @@ def crashes_mark(bucket_id, status, note, db_url) -> None:
     except db.NotFound as e:
         raise UserError(str(e)) from None
     click.echo(f"bucket {bucket_id}: {status}")
+
+
+def _sample_machine(bucket: dict, sample: dict):
+    """The machine a stored reproducer ran on: its CPUs and its model settings."""
+    config = sample.get("config") or {}
+    return build_machine(f"{bucket['protocol']}:{bucket['variant']}", config.get("cpus", 4),
+                         config.get("stop_machine_serializes"),
+                         arch_opts=tuple(config.get("arch_options") or ()))

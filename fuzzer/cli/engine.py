@@ -19,6 +19,7 @@ from ..protocols import UnknownProtocol, registry, resolve
 from ..strategies import STRATEGIES
 from .common import (
     EXIT_PROTOCOL_ERROR,
+    arch_opt_option,
     build_machine,
     check_timeline,
     diagram_option,
@@ -63,14 +64,16 @@ def protocols(as_json: bool) -> None:
 @diagram_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @smz_option
+@arch_opt_option
 @op_timeout_option
 def run(spec: str, schedule: str, cpus: int, trace: bool, focus: bool | None, timeline: Path | None,
-        race_diagram_text: bool, as_json: bool, stop_machine_serializes: bool | None, op_timeout: float) -> None:
+        race_diagram_text: bool, as_json: bool, stop_machine_serializes: bool | None,
+        arch_opts: tuple[str, ...], op_timeout: float) -> None:
     """Replay one schedule and report the verdict (exit 0 clean, 1 a finding, 3 the protocol's
     own code went wrong)."""
     check_timeline(timeline)
     data = read_schedule(schedule)
-    machine = build_machine(spec, cpus, stop_machine_serializes, op_timeout)
+    machine = build_machine(spec, cpus, stop_machine_serializes, op_timeout, arch_opts)
     result = machine.run(data, trace=True)
     lines = focused(machine, data, result) if focus else result.trace
     f = result.finding
@@ -187,8 +190,9 @@ def bench(strategies: str, trials: int, cap: float, cpus: int, seed: int, varian
                    "trace); bytes = shortlex on the bytes (a short schedule, round robin after it).")
 @click.option("--json", "as_json", is_flag=True)
 @smz_option
+@arch_opt_option
 def minimize_cmd(spec: str, schedule: str, cpus: int, max_runs: int, order: str, as_json: bool,
-                 stop_machine_serializes: bool | None) -> None:
+                 stop_machine_serializes: bool | None, arch_opts: tuple[str, ...]) -> None:
     """Shrink a finding's schedule while the same signature reproduces."""
     from ..minimize import minimize
 
@@ -197,7 +201,7 @@ def minimize_cmd(spec: str, schedule: str, cpus: int, max_runs: int, order: str,
     if max_runs < 1:
         raise UserError(f"--max-runs must be positive, got {max_runs}")
     data = read_schedule(schedule)
-    machine = build_machine(spec, cpus, stop_machine_serializes)
+    machine = build_machine(spec, cpus, stop_machine_serializes, arch_opts=arch_opts)
     f = machine.run(data).finding
     if f is None:
         raise UserError("that schedule runs clean on this protocol and configuration: nothing to minimize")

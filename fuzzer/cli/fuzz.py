@@ -18,7 +18,15 @@ from ..machine import Machine
 from ..records import FindingRecords
 from ..strategies import DEFAULT_STRATEGY, STRATEGIES, SetupError
 from ..strategies.atheris_worker import DEFAULT_MUTATOR, MUTATORS
-from .common import EXIT_PROTOCOL_ERROR, build_machine, err_console, op_timeout_option, open_db, smz_option
+from .common import (
+    EXIT_PROTOCOL_ERROR,
+    arch_opt_option,
+    build_machine,
+    err_console,
+    op_timeout_option,
+    open_db,
+    smz_option,
+)
 from .group import main
 from .interrupts import Interrupts
 
@@ -169,11 +177,13 @@ def parse_bounds(items: tuple[str, ...]) -> dict[str, int]:
 @click.option("--minimize-runs", type=int, default=2000, show_default=True,
               help="Runs spent minimizing each new bucket at the end (0: do not minimize).")
 @smz_option
+@arch_opt_option
 @op_timeout_option
 def fuzz(spec: str, seconds: float | None, schedules: int | None, seed: int, cpus: int,
          strategy: str, depth: int, corpus: str | None, mutator: str | None,
          bounds: tuple[str, ...], as_json: bool, db_url: str | None, no_db: bool,
-         minimize_runs: int, stop_machine_serializes: bool | None, op_timeout: float) -> None:
+         minimize_runs: int, stop_machine_serializes: bool | None, arch_opts: tuple[str, ...],
+         op_timeout: float) -> None:
     """Search schedules for violations; keeps going after a finding. Exits 0 when it ends (with
     or without findings), 3 when the protocol's own code went wrong (the campaign stops there;
     what it found before is kept)."""
@@ -185,7 +195,7 @@ def fuzz(spec: str, seconds: float | None, schedules: int | None, seed: int, cpu
         raise UserError("the budget must be positive")
     if strategy not in STRATEGIES:
         raise UserError(f"unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
-    machine = build_machine(spec, cpus, stop_machine_serializes, op_timeout)
+    machine = build_machine(spec, cpus, stop_machine_serializes, op_timeout, arch_opts)
     try:
         strat = STRATEGIES[strategy](seed=seed, **_strategy_kwargs(strategy, depth, corpus, bounds,
                                                                    mutator))

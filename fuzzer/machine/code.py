@@ -19,7 +19,6 @@ from .part import Part
 from .state import Cpu, Frame
 
 _SLICE, _SLICE_DEFAULT = draws.SLICE.name, draws.SLICE.default
-_REFRESH, _REFRESH_DEFAULT = draws.REFRESH.name, draws.REFRESH.default
 RUN_TO_STOP, SLICE_SHORT = draws.RUN_TO_STOP, draws.SLICE_SHORT
 AFTERMATH_INSNS = 12  # instructions the offending CPU runs after a violation, for the report
 
@@ -59,13 +58,9 @@ class Code(Part):
         site = frame.at_site
         if site is not None:
             frame.at_site = None
-            if site in cpu.stale:
-                fresh = self.memory.text_as_seen(cpu, site)
-                if cpu.views[site.name] != fresh:
-                    self.views.refresh_units(cpu, site, fresh,
-                                          _REFRESH_DEFAULT if fair else ch.byte(_REFRESH_DEFAULT, _REFRESH))
-                else:
-                    cpu.stale.discard(site)
+            self.views.before_fetch(cpu, frame, site, fair)
+            if m.finding is not None:
+                return
             self.fetch.check(cpu, frame, site)
             if m.finding is not None:
                 return
@@ -96,8 +91,7 @@ class Code(Part):
                 site = m.site_containing(hit)
             frame.at_site = site
             frame.fetch_excused = site.completed is None
-            if site in cpu.stale:
-                self.views.sync(cpu, site)
+            self.views.arrive(cpu, site)
             return
         stop = cpu.stop
         if stop is None:

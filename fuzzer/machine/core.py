@@ -39,6 +39,7 @@ from ..protocol import K, Protocol
 from .code import Code
 from .coverage import Coverage
 from .fetch import FetchModel
+from .icache import MaintainedViews
 from .interrupts import Interrupts
 from .memory import Memory
 from .scheduler import Scheduler
@@ -107,7 +108,7 @@ class Machine:
         self.protocol_cls = protocol_cls
         self.proto = protocol_cls(variant)
         self.variant = variant
-        self.arch = get_arch(protocol_cls.arch)
+        self.arch = get_arch(protocol_cls.arch, self.config.arch_options)
         smz = self.config.stop_machine_serializes
         self.stop_machine_serializes = self.arch.stop_machine_serializes if smz is None else smz
         specs = self.proto.sites  # the variant's sites (a protocol may compute them)
@@ -125,7 +126,7 @@ class Machine:
         self.renderer = Renderer(self.arch, self.image.symbols)
         # the parts (module docstring), then the CPUs, whose emulators call back into `code`
         self.memory = Memory(self)
-        self.views = Views(self)
+        self.views = MaintainedViews(self) if self.arch.fetch_model == "maintained" else Views(self)
         self.fetch = FetchModel(self)
         self.code = Code(self)
         self.interrupts = Interrupts(self)

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from .. import draws, ops
 from .. import events as ev
-from .. import ops
 from ..guard import protected
 from .part import Part
 from .state import Cpu, Frame, SiteState
+
+_PICK = draws.DRAIN_PICK
 
 
 def _holds(pred, values: tuple) -> bool:
@@ -93,27 +95,77 @@ class Memory(Part):
         return bytes(data)
 
     # ---- draining ------------------------------------------------------------------------------
+    def push(self, cpu: Cpu, key, value, release: bool = False) -> None:
+        """A store enters `cpu`'s store buffer (a store-release: every earlier one drains first
+        on an out-of-order buffer; a FIFO keeps that order anyway)."""
+        cpu.sb.append((key, value))
+        if not self.store_in_order:
+            cpu.sb_order.append((cpu.sb_epoch, release))
+
+    def drainable(self, cpu: Cpu) -> list[int]:
+        """Out-of-order buffers: the entries (indices into `cpu.sb`) that may reach memory next.
+        Stores to one variable or one site stay in order; nothing passes a store barrier (an
+        entry of an earlier epoch left); a store-release waits until it is the oldest."""
+        order = cpu.sb_order
+        epoch = order[0][0]
+        seen = set()
+        out = []
+        for i, (key, _value) in enumerate(cpu.sb):
+            e, release = order[i]
+            if e != epoch:
+                break
+            where = key[1] if type(key) is tuple else key
+            if where in seen:
+                continue
+            seen.add(where)
+            if not (release and i):
+                out.append(i)
+        return out
+
     def drain(self, cpu: Cpu, count: int) -> None:
-        """The oldest `count` entries of `cpu`'s store buffer reach memory."""
-        m = self.m
+        """`count` entries of `cpu`'s store buffer reach memory: the oldest ones on a FIFO, or
+        all of them in program order; otherwise on an out-of-order buffer each one is a
+        decision of the schedule among the entries free to drain (draws.DRAIN_PICK)."""
         sb = cpu.sb
-        for _ in range(min(count, len(sb))):
-            key, value = sb.popleft()
-            if type(key) is tuple:
-                site = key[1]
-                off, data = value
-                site.truth[off:off + len(data)] = data
-                for other in m.cpus:
-                    other.stale.add(site)  # maybe stale: checked against the truth at fetch
-                if m.observing:
-                    m.emit(cpu, ev.TextDrain, site.name, off, data)
-                self.checks.shared_changed(cpu)
-            else:
-                self.mem[key] = value
-                self.writer[key] = "patcher-cpu" if cpu.idx == 0 else "cpu"
-                if m.observing:
-                    m.emit(cpu, ev.Drain, key, value)
-                self.checks.shared_changed(cpu)
+        n = min(count, len(sb))
+        if self.store_in_order:
+            for _ in range(n):
+                self.reach(cpu, *sb.popleft())
+            return
+        order = cpu.sb_order
+        if n == len(sb):
+            for _ in range(n):
+                self.reach(cpu, *sb.popleft())
+            order.clear()
+        else:
+            ch = self.m.ch
+            for _ in range(n):
+                free = self.drainable(cpu)
+                i = free[0] if len(free) == 1 else free[
+                    ch.byte(_PICK.default, _PICK.name, len(free), tuple(range(len(free)))) % len(free)]
+                entry = sb[i]
+                del sb[i]
+                del order[i]
+                self.reach(cpu, *entry)
+        if not sb:
+            cpu.sb_epoch = 0  # epochs only order what is buffered
+
+    def reach(self, cpu: Cpu, key, value) -> None:
+        """One buffered store reaches memory."""
+        m = self.m
+        if type(key) is tuple:
+            site = key[1]
+            off, data = value
+            site.truth[off:off + len(data)] = data
+            self.views.text_reached(site)
+            if m.observing:
+                m.emit(cpu, ev.TextDrain, site.name, off, data)
+        else:
+            self.mem[key] = value
+            self.writer[key] = "patcher-cpu" if cpu.idx == 0 else "cpu"
+            if m.observing:
+                m.emit(cpu, ev.Drain, key, value)
+        self.checks.shared_changed(cpu)
 
     def drain_all(self, cpu: Cpu) -> None:
         if cpu.sb:
@@ -160,16 +212,24 @@ class Memory(Part):
     def op_store(self, cpu: Cpu, frame: Frame, op: ops.Store) -> None:
         if not self.live(cpu, op.var, frame):
             return
-        cpu.sb.append((op.var, op.value))
+        self.push(cpu, op.var, op.value, op.release)
         m = self.m
         if m.observing:
             m.emit(cpu, ev.Store, op.var, op.value)
         m.advance(cpu, frame, None)
 
     def op_fence(self, cpu: Cpu, frame: Frame, op: ops.Fence) -> None:
-        # x86-TSO: only a full barrier drains; wmb/rmb are compiler barriers.
-        if op.kind == "mb" or not self.store_in_order:
+        # A full barrier drains (a later load must not read before an earlier store is
+        # visible). x86-TSO: wmb/rmb are compiler barriers. Out of order: a store barrier makes
+        # a new epoch no store passes; loads run in program order, so a read barrier adds
+        # nothing. A DSB also completes the CPU's cache maintenance.
+        kind = op.kind
+        if kind == "mb" or kind == "dsb":
             self.drain(cpu, len(cpu.sb))
+            if kind == "dsb":
+                self.views.barrier(cpu)
+        elif kind == "wmb" and cpu.sb and not self.store_in_order:
+            cpu.sb_epoch += 1
         m = self.m
         if m.observing:
             m.emit(cpu, ev.Fence, op.kind)
@@ -197,7 +257,7 @@ class Memory(Part):
     def op_alloc(self, cpu: Cpu, frame: Frame, op: ops.Alloc) -> None:
         # a new lifetime begins; the initializing store goes through the store buffer
         self.freed.discard(op.var)
-        cpu.sb.append((op.var, op.value))
+        self.push(cpu, op.var, op.value)
         m = self.m
         if m.observing:
             m.emit(cpu, ev.Alloc, op.var, op.value)
@@ -240,7 +300,7 @@ class Memory(Part):
             site.completed = None  # a new operation on the site begins
         off, data = units[frame.poke_pos]
         frame.poke_pos += 1
-        cpu.sb.append((("text", site), (off, data)))
+        self.push(cpu, ("text", site), (off, data))
         if m.arch.own_store_visible_to_fetch:
             self.views.set(cpu, site, off, data)
         if m.observing:

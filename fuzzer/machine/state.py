@@ -28,9 +28,14 @@ class Config:
     stop_machine_serializes: bool | None = None  # None: the architecture's rule
     # seconds a protocol's code may run between two ops before the watchdog stops it (0: never)
     op_timeout: float = 2.0
+    # the architecture model's switches (its OPTIONS, e.g. arm64 "idc", "dic")
+    arch_options: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
-        return {"cpus": self.cpus, "stop_machine_serializes": self.stop_machine_serializes}
+        out = {"cpus": self.cpus, "stop_machine_serializes": self.stop_machine_serializes}
+        if self.arch_options:  # absent when unset, so older configurations stay as they were
+            out["arch_options"] = list(self.arch_options)
+        return out
 
 
 def _state_slots(cls: type) -> tuple[str, ...]:
@@ -46,7 +51,7 @@ class SiteState:
     """One patch site: its truth bytes and the versions it may legitimately be executed in."""
 
     __slots__ = ("name", "addr", "size", "end", "old", "new", "truth", "intended", "func", "verdicts",
-                 "completed")
+                 "completed", "hist", "pou")
     NOT_STATE = {"name": "identity", "addr": "layout", "size": "layout", "end": "layout",
                  "old": "fixed", "new": "fixed", "func": "layout",
                  "verdicts": "a memo of the fetch verdicts of `intended`"}
@@ -61,12 +66,17 @@ class SiteState:
         # the version a protocol declared its patch of this site complete with (k.complete), or
         # None while no operation on it is complete
         self.completed: bytes | None = None
+        self.reset()
 
     def reset(self) -> None:
         self.truth[:] = self.old
         self.intended = {self.old}
         self.verdicts = {}
         self.completed = None
+        # Where instruction fetch is not coherent (machine/icache.py): every version memory
+        # held, oldest first, and the newest one cleaned to the point of unification.
+        self.hist: list[bytes] = [self.old]
+        self.pou = 0
 
     def state(self) -> dict:
         out = {n: getattr(self, n) for n in _state_slots(type(self))}
@@ -121,7 +131,8 @@ class Cpu:
     only reads them (tests/test_machine_parts.py checks that no other module assigns them)."""
 
     __slots__ = ("idx", "hw", "views", "stale", "frames", "sb", "in_nmi", "preempted_until", "skip",
-                 "stop", "code_frame", "k", "plain", "online", "ipis", "stop_req", "preempted", "roaming")
+                 "stop", "code_frame", "k", "plain", "online", "ipis", "stop_req", "preempted", "roaming",
+                 "sb_order", "sb_epoch", "ifloor", "ilevel", "maint")
     NOT_STATE = {"idx": "identity", "k": "identity", "hw": "read through abstract registers",
                  "stop": "reset before every slice reads it",
                  "plain": "derived from online, ipis, stop_req, preempted and roaming"}
@@ -137,6 +148,16 @@ class Cpu:
         self.stale: set = set()
         self.frames: list[Frame] = []
         self.sb: deque = deque()  # this CPU's store buffer (machine/memory.py drains it)
+        # Out-of-order buffers only (memory.py): per entry of `sb`, (the store barrier epoch it
+        # was made in, is it a store-release); the epoch the next store is made in.
+        self.sb_order: deque = deque()
+        self.sb_epoch = 0
+        # Fetch that is not coherent only (icache.py), by site name: the oldest version index
+        # this CPU may still fetch, the version its instruction cache refills from once
+        # invalidated, and maintenance it issued that a barrier has not completed yet.
+        self.ifloor: dict[str, int] = {}
+        self.ilevel: dict[str, int] = {}
+        self.maint: list = []
         self.in_nmi = False
         self.preempted_until = 0
         self.skip = -1

@@ -12,20 +12,55 @@ checked against the truth when the CPU next fetches them.
 
 from __future__ import annotations
 
-from .. import draws
+from .. import draws, ops
 from .part import Part
-from .state import Cpu, SiteState
+from .state import Cpu, Frame, SiteState
+
+_REFRESH, _REFRESH_DEFAULT = draws.REFRESH.name, draws.REFRESH.default
 
 
 class Views(Part):
-    SIBLINGS = ('memory',)
+    """The coherent instruction fetch (x86): see the module docstring. `icache.py` holds the
+    fetch that is not coherent with data stores, with the same methods."""
+
+    SIBLINGS = ('memory', 'checks')
     NOT_STATE = {"unit": "the architecture's fetch unit"}
 
     def __init__(self, machine) -> None:
         super().__init__(machine)
         self.unit = machine.arch.fetch_unit
 
+    def handlers(self) -> dict:
+        return {ops.CacheMaint: self.op_cache}
 
+    def op_cache(self, cpu: Cpu, frame: Frame, op: ops.CacheMaint) -> None:
+        """Cache maintenance: nothing to do where fetch is coherent with memory."""
+        self.m.advance(cpu, frame, None)
+
+    def barrier(self, cpu: Cpu) -> None:
+        """A DSB completes `cpu`'s cache maintenance: none is pending here."""
+
+    def text_reached(self, site: SiteState) -> None:
+        """A text store reached memory: every CPU's view of the site may be stale now."""
+        for other in self.m.cpus:
+            other.stale.add(site)  # maybe stale: checked against the truth at fetch
+
+    def arrive(self, cpu: Cpu, site: SiteState) -> None:
+        """`cpu` reached the site: its fetch starts from memory as it is now (x86 rule)."""
+        if site in cpu.stale:
+            self.sync(cpu, site)
+
+    def before_fetch(self, cpu: Cpu, frame: Frame, site: SiteState, fair: bool) -> None:
+        """`cpu` is about to execute at the site: bytes stored since its fetch began may or may
+        not be seen, per fetch unit (the "refresh" draw)."""
+        if site in cpu.stale:
+            fresh = self.memory.text_as_seen(cpu, site)
+            if cpu.views[site.name] != fresh:
+                ch = self.m.ch
+                self.refresh_units(cpu, site, fresh,
+                                   _REFRESH_DEFAULT if fair else ch.byte(_REFRESH_DEFAULT, _REFRESH))
+            else:
+                cpu.stale.discard(site)
 
     def set(self, cpu: Cpu, site: SiteState, off: int, data: bytes) -> None:
         """The CPU's own store reaches its fetch."""

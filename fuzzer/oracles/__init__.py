@@ -9,6 +9,7 @@ oracle, copy the smallest file here (`guest_fault.py`) and list the class in `AL
 from __future__ import annotations
 
 from .base import CHECK_POINTS, Oracle
+from .cmodx_violation import CmodxViolation
 from .deadlock import Deadlock
 from .finding import Finding, signature
 from .guest_fault import GuestFault
@@ -23,7 +24,7 @@ from .wrong_target import WrongTarget
 
 ALL: tuple[type[Oracle], ...] = (TornFetch, UnhandledTrap, WrongTarget, StaleAfterComplete,
                                  MidInsnResume, UseAfterFree, Deadlock, GuestFault, ProtocolAssert,
-                                 Invariant)
+                                 Invariant, CmodxViolation)
 ORACLES: dict[str, str] = {cls.id: cls.fires_when for cls in ALL}
 
 __all__ = ["ALL", "CHECK_POINTS", "ORACLES", "Finding", "Oracle", "Shared", "signature"]

@@ -20,6 +20,10 @@ CHECK_POINTS: dict[str, str] = {
     "fetch_after_complete": "(cpu, frame, site, view, off): a CPU whose fetch of the site began "
                             "after the patch of the site was declared complete is about to execute "
                             "a whole instruction of a written version",
+    "cmodx": "(cpu, frame, site, off, old, new): a CPU is about to fetch a unit of a site that "
+             "may still return either of two versions (a modification not yet made visible to its "
+             "fetch) and the architecture allows that only for a list of instructions that "
+             "does not hold both",
     "trap_unclaimed": "(cpu, addr, site): the trap handler did not claim a trap that is not foreign",
     "trap_claimed": "(cpu, addr, site, foreign, answer): the trap handlers claim the trap at "
                     "`addr` with an answer (emulate, single-step, retry, detour)",
