@@ -38,10 +38,11 @@ class Jmp:
 class Site:
     """A patch site: the first instruction of a traced function. `old` and `new` are bytes, or
     a call or jump to a symbol of the image (`ftrace_caller`, `ftrace_stub`, `<site>_func`,
-    or one the protocol declares in `symbols`), resolved for the site's address."""
+    or one the protocol declares in `symbols`), resolved for the site's address, or a tuple of
+    those, each resolved at its own address (a site of several instructions)."""
 
-    old: Any  # bytes, Call or Jmp
-    new: Any  # bytes, Call or Jmp
+    old: Any  # bytes, Call, Jmp or a tuple of them
+    new: Any  # bytes, Call, Jmp or a tuple of them
 
 
 # read-modify-write functions of the atomics that take no argument: fn(old) -> (new, result)
@@ -363,6 +364,10 @@ class Protocol:
     sites: ClassVar[dict[str, Site]] = {}
     # more functions the image lays out for it (call or jump targets for its sites)
     symbols: ClassVar[tuple[str, ...]] = ()
+    # the sites whose functions the NMI handler calls (None: every one); code a protocol
+    # declares unreachable from NMIs (the kernel forbids probing it, say) is left out. A
+    # property when variants differ (it may read `self.v`).
+    nmi_sites: ClassVar[tuple[str, ...] | None] = None
     # variant name -> parameters overriding `params`; the first variant is the default
     variants: ClassVar[dict[str, dict[str, Any]]] = {}
     params: ClassVar[dict[str, Any]] = {}

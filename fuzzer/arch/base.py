@@ -209,12 +209,13 @@ class Arch:
 
     # ---- image and CPUs --------------------------------------------------------------------
     def build_image(self, sites: Mapping[str, Any], calls_irqs_off: bool = True,
-                    symbols: tuple[str, ...] = ()) -> Image:
+                    symbols: tuple[str, ...] = (), nmi_sites: tuple[str, ...] | None = None) -> Image:
         """Lay out the generated kernel from this ISA's emitters (see image.py); `symbols`:
-        more functions a protocol's sites may call or jump to."""
+        more functions a protocol's sites may call or jump to; `nmi_sites`: the sites whose
+        functions the NMI handler calls (None: all)."""
         from .image import build_image
 
-        return build_image(self, sites, calls_irqs_off, symbols)
+        return build_image(self, sites, calls_irqs_off, symbols, nmi_sites)
 
     def new_cpu(self, image: Image, cpu_index: int, hooks: CpuHooks) -> UnicornCpu:
         """Create the emulator for one CPU with its own copy (view) of the text."""

@@ -27,20 +27,29 @@ FUNC_ALIGN = 16
 
 
 def build_image(arch: Arch, sites: Mapping[str, Any], calls_irqs_off: bool = True,
-                extra: tuple[str, ...] = ()) -> Image:
+                extra: tuple[str, ...] = (), nmi_sites: tuple[str, ...] | None = None) -> Image:
     """`sites`: name -> a `protocol.Site` (its `old`: bytes, or a call or jump to a symbol);
-    `extra`: more functions to lay out, by name."""
-    first = _layout(arch, sites, calls_irqs_off, extra, None)
+    `extra`: more functions to lay out, by name; `nmi_sites`: the sites whose functions the NMI
+    handler calls (None: every one)."""
+    if nmi_sites is not None and set(nmi_sites) - set(sites):
+        raise ValueError(f"nmi_sites names no site {sorted(set(nmi_sites) - set(sites))[0]!r}")
+    first = _layout(arch, sites, calls_irqs_off, extra, None, nmi_sites)
     if all(isinstance(site.old, (bytes, bytearray)) for site in sites.values()):
         return first
-    image = _layout(arch, sites, calls_irqs_off, extra, first.symbols)
+    image = _layout(arch, sites, calls_irqs_off, extra, first.symbols, nmi_sites)
     assert image.symbols == first.symbols, "an old instruction's encoding changed its length"
     return image
 
 
 def resolve(arch: Arch, spec: Any, at: int, symbols: Mapping[str, int] | None) -> bytes:
     """A site version's bytes at address `at`: bytes as they are, a call or jump encoded for
-    its target (`symbols` None: a placeholder of the right length, for a first layout)."""
+    its target (`symbols` None: a placeholder of the right length, for a first layout), or a
+    sequence of those, each encoded at its own address (a call that takes two instructions)."""
+    if isinstance(spec, (tuple, list)):
+        out = b""
+        for part in spec:
+            out += resolve(arch, part, at + len(out), symbols)
+        return out
     kind = getattr(spec, "kind", None)
     if kind is None:
         return bytes(spec)
@@ -55,7 +64,7 @@ def resolve(arch: Arch, spec: Any, at: int, symbols: Mapping[str, int] | None) -
 
 
 def _layout(arch: Arch, sites: Mapping[str, Any], calls_irqs_off: bool, extra: tuple[str, ...],
-            known: Mapping[str, int] | None) -> Image:
+            known: Mapping[str, int] | None, nmi_sites: tuple[str, ...] | None = None) -> Image:
     base = arch.text_base
     code = bytearray()
     symbols: dict[str, int] = {}
@@ -124,7 +133,8 @@ def _layout(arch: Arch, sites: Mapping[str, Any], calls_irqs_off: bool, extra: t
     handlers = {}
     for handler in ("nmi_handler", "irq_handler"):  # each calls every traced function, then stops
         handlers[handler] = symbols[handler] = here()
-        for name in names:
+        called = names if handler == "irq_handler" or nmi_sites is None else [n for n in names if n in nmi_sites]
+        for name in called:
             code += arch.call(here(), layouts[name].func)
         code += arch.stop()
         stops.add(here())

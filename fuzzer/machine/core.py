@@ -112,7 +112,8 @@ class Machine:
         smz = self.config.stop_machine_serializes
         self.stop_machine_serializes = self.arch.stop_machine_serializes if smz is None else smz
         specs = self.proto.sites  # the variant's sites (a protocol may compute them)
-        self.image = self.arch.build_image(specs, symbols=tuple(protocol_cls.symbols))
+        self.image = self.arch.build_image(specs, symbols=tuple(protocol_cls.symbols),
+                                           nmi_sites=self.proto.nmi_sites)
         self.sites: dict[str, SiteState] = {}
         for name, spec in specs.items():
             lay = self.image.sites[name]

@@ -65,8 +65,7 @@ class MaintainedViews(Views):
         if op.kind == "clean":
             site = m.sites[op.site]
             # a clean is ordered after this CPU's earlier stores to the same location
-            if any(type(key) is tuple and key[1] is site for key, _ in cpu.sb):
-                self.memory.drain(cpu, len(cpu.sb))
+            self.memory.drain_site(cpu, site)
             cpu.maint.append(("clean", site.name, len(site.hist) - 1))
         elif op.kind == "inval":
             site = m.sites[op.site]

@@ -150,6 +150,30 @@ class Memory(Part):
         if not sb:
             cpu.sb_epoch = 0  # epochs only order what is buffered
 
+    def drain_site(self, cpu: Cpu, site: SiteState) -> None:
+        """`cpu`'s buffered stores to `site`'s text reach memory, with only what must go
+        before them (a cache clean of the site is ordered after them)."""
+        sb = cpu.sb
+
+        def to_site(j: int) -> bool:
+            key = sb[j][0]
+            return type(key) is tuple and key[1] is site
+
+        if self.store_in_order:
+            last = max((j for j in range(len(sb)) if to_site(j)), default=-1)
+            self.drain(cpu, last + 1)
+            return
+        order = cpu.sb_order
+        while any(to_site(j) for j in range(len(sb))):
+            free = self.drainable(cpu)
+            i = next((j for j in free if to_site(j)), free[0])
+            entry = sb[i]
+            del sb[i]
+            del order[i]
+            self.reach(cpu, *entry)
+        if not sb:
+            cpu.sb_epoch = 0
+
     def reach(self, cpu: Cpu, key, value) -> None:
         """One buffered store reaches memory."""
         m = self.m
