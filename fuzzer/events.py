@@ -473,6 +473,19 @@ class Completed(Event):
         return "protocol declares completion"
 
 
+@dataclass(slots=True, eq=False)
+class SitesCompleted(Event):
+    """k.complete(...): the patch of these sites is complete (the run goes on)."""
+
+    sites: tuple[str, ...]
+
+    def text(self, r: Renderer) -> str:
+        return f"protocol declares the patch of {', '.join(self.sites)} complete"
+
+    def writes(self) -> tuple[str, ...]:
+        return self.sites
+
+
 # ---- findings -----------------------------------------------------------------------------
 @dataclass(slots=True, eq=False)
 class Violation(Event):

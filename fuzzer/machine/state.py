@@ -234,11 +234,14 @@ class StopMachineState:
     """One stop_machine rendezvous: the calling CPU, the CPUs parked so far, the release; with
     a callback for every CPU, that callback and the CPUs that have returned from it."""
 
-    __slots__ = ("caller", "arrived", "released", "fn", "finished")
+    __slots__ = ("caller", "arrived", "running", "released", "fn", "finished")
 
     def __init__(self, caller: int, fn=None):
         self.caller = caller
         self.arrived: set[int] = set()
+        # the caller has passed the rendezvous too (its IRQs are off): only then does anyone
+        # run the callback (multi_cpu_stop() moves every CPU through each state together)
+        self.running = False
         self.released = False
         self.fn = fn
         self.finished: set[int] = set()

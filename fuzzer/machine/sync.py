@@ -175,6 +175,7 @@ class Sync(Part):
         if m.observing:
             m.emit(cpu, ev.StopMachineRun)
         frame.irqs_off = True
+        op.sm.running = True
         m.advance(cpu, frame, None)
 
     def op_stop_exit(self, cpu: Cpu, frame: Frame, op: ops.StopMachineExit) -> None:
@@ -212,7 +213,7 @@ class Sync(Part):
         m.push(cpu, Frame("parked", parked(), k, irqs_off=True))
 
     def park_ready(self, cpu: Cpu, frame: Frame, op: ops.Park) -> bool:
-        return self._all_arrived(op.sm) if op.until_run else op.sm.released
+        return op.sm.running if op.until_run else op.sm.released
 
     def op_park(self, cpu: Cpu, frame: Frame, op: ops.Park) -> None:
         # released: this CPU leaves the rendezvous when it is next scheduled

@@ -69,25 +69,35 @@ class Tasks(Part):
         if m.observing:
             m.emit(cpu, ev.TaskDone, op.name)
         if m.tasks_left == 0:
-            # every task returned: every site whose patch is not complete yet is now
-            self.declare_complete(cpu, [s for s in m.sites.values() if s.completed is None])
+            # every task returned: every site whose patch is not complete yet is now, unless
+            # the protocol makes no such promise; the run winds down from here (the epilogue)
+            if m.proto.complete_when_done:
+                self.declare_complete(cpu, [s for s in m.sites.values() if s.completed is None])
+            if not m.completed:
+                m.completed = True
+                if m.observing:
+                    m.emit(cpu, ev.Completed)
         m.advance(cpu, frame, None)
 
     def op_complete(self, cpu: Cpu, frame: Frame, op: ops.Complete) -> None:
         m = self.m
-        self.declare_complete(cpu, [m.sites[n] for n in op.sites] if op.sites else list(m.sites.values()))
+        sites = [m.sites[n] for n in op.sites] if op.sites else list(m.sites.values())
+        self.declare_complete(cpu, sites)
+        if m.observing:
+            m.emit(cpu, ev.SitesCompleted, tuple(s.name for s in sites))
         m.advance(cpu, frame, None)
 
     def declare_complete(self, cpu: Cpu, sites: list) -> None:
-        """The patch of `sites` is complete with the versions `cpu` sees there now; the run
-        itself winds down a few steps after the first completion (the epilogue)."""
+        """The patch of `sites` is complete with the versions `cpu` sees there now (the run
+        goes on: its tasks may start other operations; it winds down once they all return)."""
         m = self.m
         for site in sites:
             site.completed = m.memory.text_as_seen(cpu, site)
-        if not m.completed:
-            m.completed = True
-            if m.observing:
-                m.emit(cpu, ev.Completed)
+        # a fetch that began before this completion may still run what it fetched then
+        for c in m.cpus:
+            for f in c.frames:
+                if f.at_site is not None and f.at_site in sites:
+                    f.fetch_excused = True
 
     # ---- migration -----------------------------------------------------------------------------
     def migration_targets(self, cpu: Cpu) -> list[Cpu]:
