@@ -5,7 +5,9 @@
   instructions per schedule, independent of the host's noise).
 * Throughput on the reference scenario (x86/text_poke_bp:correct, 4 CPUs, random schedules):
   schedules/s, steps per schedule, microseconds per step, and the emulator floor measured in the
-  same process (the cheapest code step), as the ratio step / floor. Median of five passes.
+  same process (the cheapest code step), as the ratio step / floor. Median of five passes. The
+  same for each other ISA's reference (its twin of text_poke_bp), with its ratio to the x86 one
+  measured in the same run (`OTHER_REFERENCES`).
 * Search: for each buggy variant and each strategy, K trials with different seeds and a time
   cap; success rate, median seconds and median schedules to the first finding of the expected
   oracle, and schedules per second. A trial that finds nothing counts as infinitely slow, so a
@@ -29,6 +31,8 @@ from .strategies import STRATEGIES
 from .strategies.random import RandomStrategy
 
 REFERENCE = "x86/text_poke_bp:correct"
+# each other ISA's reference scenario, measured next to REFERENCE
+OTHER_REFERENCES = ("arm64/publish_brk:correct",)
 
 
 def emulator_floor(m: Machine, n: int = 20000) -> float:
@@ -70,6 +74,25 @@ def throughput(spec: str = REFERENCE, cpus: int = 4, count: int = 3000, seed: in
         "us_per_step": round(per_step, 2), "emu_start_floor_us": round(floor, 2),
         "step_over_floor": round(per_step / floor, 2),
     }
+
+
+def reference_ratios(count: int = 3000, cpus: int = 4) -> tuple[dict, list[dict]]:
+    """The x86 reference and every other ISA's, each with its schedules/s and us/step as a ratio
+    to the x86 figures of this same run (absolute times on these hosts are noisy)."""
+    base = throughput(REFERENCE, cpus=cpus, count=count)
+    others = []
+    for spec in OTHER_REFERENCES:
+        th = throughput(spec, cpus=cpus, count=count)
+        th["schedules_per_second_vs_x86"] = round(th["schedules_per_second"] / base["schedules_per_second"], 2)
+        th["us_per_step_vs_x86"] = round(th["us_per_step"] / base["us_per_step"], 2)
+        others.append(th)
+    return base, others
+
+
+def format_other(th: dict) -> str:
+    return (f"reference {th['scenario']} ({th['cpus']} CPUs): {th['schedules_per_second']} schedules/s "
+            f"= {th['schedules_per_second_vs_x86']} x the x86 reference, {th['steps_per_schedule']} "
+            f"steps/schedule, {th['us_per_step']} us/step = {th['us_per_step_vs_x86']} x x86")
 
 
 def buggy_variants() -> list[str]:
@@ -164,14 +187,17 @@ def main() -> None:
         steps = sum(m.run(strat.next_schedule()).steps for _ in range(args.instructions))
         print(f"{args.instructions} schedules, {steps} steps")
         return
+    base, others = reference_ratios(count=args.count)
     out = {"machine": f"{platform.machine()} python {platform.python_version()}",
-           "throughput": throughput(count=args.count), "search": []}
+           "throughput": base, "other_references": others, "search": []}
     th = out["throughput"]
     if not args.json:
         print(f"reference {th['scenario']} ({th['cpus']} CPUs, {th['schedules']} random schedules): "
               f"{th['schedules_per_second']} schedules/s, {th['steps_per_schedule']} steps/schedule, "
               f"{th['us_per_step']} us/step; emulator floor {th['emu_start_floor_us']} us "
               f"(step = {th['step_over_floor']} x floor); passes: {th['all_schedules_per_second']}")
+        for other in others:
+            print(format_other(other))
         print(HEADER)
     if not args.throughput_only:
         out["search"] = search_rows(

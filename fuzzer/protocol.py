@@ -364,6 +364,10 @@ class Protocol:
     sites: ClassVar[dict[str, Site]] = {}
     # more functions the image lays out for it (call or jump targets for its sites)
     symbols: ClassVar[tuple[str, ...]] = ()
+    # Is every site's patch complete once all tasks returned (where no k.complete() said so
+    # before)? False for a protocol that never synchronizes the other CPUs with its writes and
+    # promises nothing about when they see them (arm64 ftrace: old or new, for a while).
+    complete_when_done: ClassVar[bool] = True
     # the sites whose functions the NMI handler calls (None: every one); code a protocol
     # declares unreachable from NMIs (the kernel forbids probing it, say) is left out. A
     # property when variants differ (it may read `self.v`).

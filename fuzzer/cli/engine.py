@@ -164,14 +164,19 @@ def bench(strategies: str, trials: int, cap: float, cpus: int, seed: int, varian
             raise UserError(str(e)) from None
         if not cls.expect.get(variant):
             raise UserError(f"{spec} is expected clean: bench measures time to a known bug")
-    th = b.throughput(count=count)
-    rows: list[dict] = [{"protocol": "x86/text_poke_bp", "variant": "correct", "strategy": "random",
-                         "kind": "throughput", "trials": th["repeats"], "found": None,
-                         "median_seconds": None, "median_schedules": None, **th}]
+    th, others = b.reference_ratios(count=count)
+    rows: list[dict] = []
+    for ref in (th, *others):
+        proto, _, variant = ref["scenario"].partition(":")
+        rows.append({"protocol": proto, "variant": variant, "strategy": "random", "kind": "throughput",
+                     "trials": ref["repeats"], "found": None, "median_seconds": None,
+                     "median_schedules": None, **ref})
     if not as_json:
         click.echo(f"reference {th['scenario']} ({th['cpus']} CPUs): {th['schedules_per_second']} schedules/s "
                    f"(passes {th['all_schedules_per_second']}), {th['steps_per_schedule']} steps/schedule, "
                    f"{th['us_per_step']} us/step, emulator floor {th['emu_start_floor_us']} us")
+        for other in others:
+            click.echo(b.format_other(other))
         click.echo(b.HEADER)
     if not throughput_only:
         rows += b.search_rows(specs, names, trials, cap, cpus, seed, strategy_cpus={"exhaustive": 2},
