@@ -175,6 +175,10 @@ class Arch:
     # `begin` and in a link register (Thumb: 1; MULTIARCH 2.1: resuming with the plain PC
     # silently runs Thumb bytes as ARM). PCs read back and site addresses are plain.
     pc_exec_bits: int = 0
+    # Registers besides the PC, the stack pointer and the IRQ mask that the image's code keeps
+    # return addresses in (arm64: the link register, and the registers the traced entry and the
+    # tracer save it in): exhaustive search keys a running CPU by them too.
+    state_regs: tuple[int, ...] = ()
     # The registers the image's counters count in, by `counter_inc` name, for tests and reports.
     counter_regs: Mapping[str, int] = {}
 

@@ -78,7 +78,7 @@ class UnicornCpu:
         "_pc_bits", "_invalid_trap", "_word", "_want", "_dirty", "_site_offs", "_one_site",
         "_site_ranges", "_stack_buf", "_stack", "_flush_args", "_a_begin", "_a_count", "_if",
         "_st_buf", "_st_addr", "_st", "_site_cb", "_intr_cb", "_engines", "_cur", "_uch",
-        "_uch_addr", "_move", "_far",
+        "_uch_addr", "_move", "_far", "_state_regs",
     )
 
     def __init__(self, arch: Arch, image: Image, index: int, hooks: CpuHooks):
@@ -97,6 +97,7 @@ class UnicornCpu:
         self._trap_name = arch.trap_name
         self._trap_pc_after = arch.trap_pc_after
         self._link_reg = arch.link_reg
+        self._state_regs = tuple(arch.state_regs)
         self._pc_bits = arch.pc_exec_bits
         self._invalid_trap = False  # the last run's invalid instruction was the breakpoint
         self._word = struct.Struct({4: "<I", 8: "<Q"}[arch.word_size])
@@ -433,11 +434,12 @@ class UnicornCpu:
         set_reg(eng, self._pc_reg, pc)
         return pc
 
-    def abstract_registers(self, ctx=None) -> tuple[int, bool, bytes] | None:
+    def abstract_registers(self, ctx=None) -> tuple | None:
         """The register state the generated image's code can depend on, when the Arch says it
         is register-abstractable: (stack pointer, IRQs enabled, the live stack above the stack
-        pointer), of the running CPU or of a saved context `ctx`. None when the stack pointer
-        is outside the thread, IRQ and NMI stacks' live windows (nothing to key it by)."""
+        pointer), plus the values of the Arch's `state_regs` where it has any (return addresses
+        kept in registers), of the running CPU or of a saved context `ctx`. None when the stack
+        pointer is outside the thread, IRQ and NMI stacks' live windows (nothing to key it by)."""
         if ctx is None:
             sp = get_reg(self._cur, self._sp_reg)
             irqs = self.irqs_enabled()
@@ -450,7 +452,11 @@ class UnicornCpu:
         if not 0 <= top - sp <= _LIVE_STACK:
             return None
         base = self._stack_base
-        return (sp, irqs, bytes(self._stack[sp - base : top - base]))
+        stack = bytes(self._stack[sp - base : top - base])
+        if not self._state_regs:
+            return (sp, irqs, stack)
+        read = (lambda r: get_reg(self._cur, r)) if ctx is None else ctx.reg_read
+        return (sp, irqs, stack, tuple(read(r) for r in self._state_regs))
 
 
 class StateBitCpu(UnicornCpu):
