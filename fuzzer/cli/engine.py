@@ -268,9 +268,13 @@ def rules(arch: str) -> None:
         raise UserError(f"unknown architecture {arch!r}; known: {', '.join(ARCHES)}")
     model = get_arch(arch)
     click.echo(f"{arch}: fetch unit {model.fetch_unit} byte(s), atomic text store {model.atomic_store} "
-               f"byte(s), store buffer {model.store_buffer}")
+               f"byte(s), store buffer {model.store_buffer}, fetch model {model.fetch_model}")
     for i, rule in enumerate(model.RULES, 1):
         click.echo(f"{i}. {rule.what}\n   source: {rule.source}")
+    if model.OPTIONS:
+        click.echo("options:")
+        for name, what in model.OPTIONS.items():
+            click.echo(f"  {name}: {what}")
 
 
 @main.command()
