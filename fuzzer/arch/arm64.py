@@ -114,6 +114,15 @@ _CMODX = (
 )
 
 
+# What the image's code may execute for exhaustive search to key a CPU by its stack pointer,
+# PSTATE.I, the stack and `state_regs`: control flow, masking, and the register moves and
+# counters below (x27, x28 and x0, the probed `add`, are written and never read for a decision).
+_SAFE_MNEMONICS = frozenset({"nop", "ret", "bl", "b", "wfi", "brk", "udf", "isb"})
+_SAFE_FORMS = frozenset({("msr", "daifset, #2"), ("msr", "daifclr, #2"), ("mov", "x9, x30"),
+                         ("mov", "x10, x30"), ("mov", "x30, x9"), ("ret", "x10"),
+                         ("add", "x28, x28, #1"), ("add", "x27, x27, #1"), ("add", "x0, x0, #1")})
+
+
 class Arm64(Arch):
     name = "arm64"
     # each argued in RULES below
@@ -137,9 +146,10 @@ class Arm64(Arch):
     # byte k, plus a carry of 0 or 1, never gives the byte back), so both halfwords differ too
     # and a BL written in halves is never either BL. The top byte cannot be made to differ
     # too: imm26[25] is the sign, clear for every forward target, and imm26[24] (the offset's
-    # 64 MiB bit) differs only between targets on either side of 64 MiB. The stride is more than a page, so each target has a page of its own, and the
-    # first 255 targets (the last at 0x5fbfbf8) fit in their pages and are within BL's
-    # +128 MiB of the lowest site (the text starts at 0x100000).
+    # 64 MiB bit) differs only between targets on either side of 64 MiB. The stride is more
+    # than a page, so each target has a page of its own, and the first 255 targets (the last
+    # at 0x5fbfbf8) fit in their pages and are within BL's +128 MiB of the lowest site (the
+    # text starts at 0x100000).
     far_base = 0x0200_0000
     far_stride = 0x0004_0404
     RULES = (
@@ -281,6 +291,9 @@ class Arm64(Arch):
     link_reg = A.UC_ARM64_REG_X30
     word_size = 8
     counter_regs = {"tracer": A.UC_ARM64_REG_X28, "work": A.UC_ARM64_REG_X27}
+    # return addresses the image keeps in registers: the link register, the traced entry's
+    # saved copy (mov x9, x30) and the tracer's (mov x10, x30)
+    state_regs = (A.UC_ARM64_REG_X30, A.UC_ARM64_REG_X9, A.UC_ARM64_REG_X10)
     filler = UDF0  # a CPU that runs into padding faults
 
     def __init__(self, options: tuple[str, ...] = ()) -> None:
@@ -312,8 +325,20 @@ class Arm64(Arch):
         word = word_of(code)
         return any(word & mask == value for mask, value in _CMODX)
 
-    # register_abstractable stays False: the tracer's return goes through x9 and x10, which
-    # the stack pointer, the PC and PSTATE.I do not determine.
+    def register_abstractable(self, blobs: list[bytes]) -> bool:
+        """The image's code reads no register but the counters it alone writes, the stack
+        pointer, PSTATE.I and the return addresses in x30, x9 and x10 (`state_regs`): a CPU is
+        keyed by those."""
+        for blob in blobs:
+            decoded = 0
+            for ins in self._cs.disasm(bytes(blob), 0):
+                decoded += ins.size
+                if ins.mnemonic in _SAFE_MNEMONICS or (ins.mnemonic, ins.op_str) in _SAFE_FORMS:
+                    continue
+                return False
+            if decoded != len(blob):
+                return False
+        return True
 
     # ---- emitters --------------------------------------------------------------------------
     def ret(self) -> bytes:

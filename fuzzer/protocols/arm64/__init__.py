@@ -1,0 +1,1 @@
+"""arm64 patching protocols, one file each."""
