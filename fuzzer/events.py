@@ -106,15 +106,16 @@ class Fence(Event):
         return "dsb(ish)" if self.kind == "dsb" else f"smp_{self.kind}()"
 
 
+_CACHE_OPS = {"clean": "dc cvau", "inval": "ic ivau", "inval_local": "ic iallu"}
+
+
 @dataclass(slots=True, eq=False)
 class CacheMaint(Event):
     kind: str  # clean, inval, inval_local (ops.CacheMaint)
     site: str
 
-    _NAMES: ClassVar[dict[str, str]] = {"clean": "dc cvau", "inval": "ic ivau", "inval_local": "ic iallu"}
-
     def text(self, r: Renderer) -> str:
-        return f"{self._NAMES[self.kind]} {self.site}".strip() + " (done at the next dsb)"
+        return f"{_CACHE_OPS[self.kind]} {self.site}".strip() + " (done at the next dsb)"
 
     def reads(self) -> tuple[str, ...]:
         return (self.site,) if self.site else ()
@@ -475,9 +476,7 @@ class Completed(Event):
 
 @dataclass(slots=True, eq=False)
 class SitesCompleted(Event):
-    """k.complete(...): the patch of these sites is complete (the run goes on)."""
-
-    sites: tuple[str, ...]
+    sites: tuple[str, ...]  # k.complete(...): the run goes on
 
     def text(self, r: Renderer) -> str:
         return f"protocol declares the patch of {', '.join(self.sites)} complete"

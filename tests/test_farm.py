@@ -317,6 +317,21 @@ def test_a_finished_job_delivered_again_adds_nothing(farm):  # and a finished ca
         assert db.get_campaign(d, sub.campaign)["status"] == "finished"
 
 
+def test_an_arm64_campaign_runs_on_the_farm_unchanged(farm):
+    """A weak-model finding goes through the jobs, the crash database and minimization like any
+    other: nothing in workers/ or db/ knows the ISA."""
+    settings = FarmSettings()
+    sub = coordinator.submit("arm64/patch_text:no-isb", strategy="random", jobs=1, job_seconds=2,
+                             minimize_runs=100, settings=settings)
+    from workers.jobs import run_job
+
+    assert run_job(sub.jobs[0])["findings"]
+    with db.open_db(settings.db_url) as d:
+        buckets = db.list_buckets(d)
+        assert {b["oracle"] for b in buckets} == {"cmodx-violation"}, buckets
+        assert all(db.get_bucket(d, b["id"])["minimized"] for b in buckets)
+
+
 def test_a_bucket_a_killed_attempt_left_unminimized_is_minimized_by_the_next_job(farm):
     from fuzzer.campaign import fuzz
     from fuzzer.machine import Machine

@@ -38,6 +38,7 @@ DEMOS = {
     "guest-fault": (GuestFault, "ud2"),
     "protocol-assert": (ProtocolAssert, "wrong-old"),
     "invariant": (StaticKey, "unlock-early"),
+    "cmodx-violation": resolve("arm64/patch_text:nosync"),
 }
 
 

@@ -142,7 +142,7 @@ def test_bounds_and_constructor():
     assert s.bounds() == {"context_switches": 3, "nmis": 2, "irqs": 0, "foreign_traps": 0, "preemptions": 0,
                           "migrations": 1,
                           "store_delays": 1, "partial_refresh": 0, "ipi_defers": 1, "short_slices": 0,
-                          "max_steps": 300}
+                          "store_reorders": 1, "stale_fetches": 1, "max_steps": 300}
     assert s.name == "exhaustive" and not s.wants_coverage
     with pytest.raises(ValueError):
         ExhaustiveStrategy(context_switches=-1)

@@ -270,6 +270,22 @@ class Arm64(Arch):
             "__pmr_local_irq_disable(); drivers/irqchip/irq-gic-v3.c gic_handle_nmi(); "
             "arch/arm64/kernel/irq.c.",
         ),
+        Rule(
+            "A cache clean (DC CVAU) of a location is ordered after the same CPU's earlier "
+            "stores to that location: the clean drains those stores (and only what must "
+            "drain before them), never the CPU's other buffered stores.",
+            "Arm ARM D7.5 (data cache maintenance by VA is ordered after earlier stores to the "
+            "same location in program order); herd/libdir/aarch64.cat DC-after.",
+        ),
+        Rule(
+            "LIMITATION of this model: a CPU's loads run in program order and read memory (or "
+            "its own buffer) when they execute; weak outcomes come from store reordering "
+            "alone. Load-load reordering is not modelled, so a protocol whose only fault is a "
+            "missing read barrier (smp_rmb, an acquire) is not found: MP+dmb.st+po, Allowed on "
+            "Arm, is never reached here. Every outcome reached is Allowed.",
+            "Arm ARM B2.3 (loads may be satisfied out of order); herdtools7 catalogue "
+            "aarch64/MP+dmb.st+po (Allowed); tests/test_arm64_model.py pins what is reached.",
+        ),
     )
 
     # brk: Unicorn 2.1.4 reports UC_HOOK_INTR 7 (EXCP_BKPT) with the PC still at the brk.

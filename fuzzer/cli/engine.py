@@ -51,8 +51,9 @@ def protocols(as_json: bool) -> None:
         click.echo(json.dumps(rows, indent=2))
         return
     width = max(len(f"{r['protocol']}:{r['variant']}") for r in rows)
+    ewidth = max(len(r["expect"]) for r in rows)
     for r in rows:
-        click.echo(f"{r['protocol'] + ':' + r['variant']:<{width}}  expect {r['expect']:<15} {r['summary']}")
+        click.echo(f"{r['protocol'] + ':' + r['variant']:<{width}}  expect {r['expect']:<{ewidth}} {r['summary']}")
 
 
 @main.command()
