@@ -11,7 +11,7 @@ Involved CPUs: the CPU that hit the violation, and every CPU that last wrote som
 other side of the race, found by following the data (each event's `reads()` and `writes()`)
 rather than trusting a protocol's roles.
 
-It works on the run's structured events (`fuzzer/events.py`), so it cannot change a run.
+It works on the run's structured events (`fuzzer/events/`), so it cannot change a run.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Turning trace records into text: how values print, and what a line needs from the run.
 
-A record (`fuzzer/events.py`) holds raw values; its text needs the run's architecture (trap
+A record (`fuzzer/events/`) holds raw values; its text needs the run's architecture (trap
 name, disassembler) and the image's symbols, which a `Renderer` carries.
 """
 

@@ -254,7 +254,7 @@ class RunResult:
     completed: bool
     schedule_used: int
     schedule: bytes = b""  # the bytes that replay this run (recorded when a source steered it)
-    events: list | None = None  # the structured trace (events.py), when traced
+    events: list | None = None  # the structured trace (fuzzer/events/), when traced
     renderer: Any = None  # turns `events` into text
     features: list[int] | None = None  # interleaving coverage, when asked for
     # for each feature, how many decisions had been drawn when it occurred: the schedule's
