@@ -101,7 +101,7 @@ def _target(thread: int | None, name: str, bracket: bool = True) -> str:
 
 def _first_word(s: str) -> str:
     """The section keyword a line starts with, `~ exists` counting as `~exists`."""
-    m = re.match(r"~?\s*[^\s(\[]*", s)
+    m = re.match(r"~?\s*[^\s(\[:]*", s)
     return m[0].replace(" ", "") if m else ""
 
 
