@@ -41,8 +41,6 @@ class LitmusError(Exception):
         super().__init__(f"{path}:{line}: {self.message}")
 
 
-# Values -------------------------------------------------------------------------------------
-
 @dataclass(frozen=True)
 class Int:
     value: int
@@ -104,8 +102,6 @@ def _first_word(s: str) -> str:
     m = re.match(r"~?\s*[^\s(\[:]*", s)
     return m[0].replace(" ", "") if m else ""
 
-
-# The test ---------------------------------------------------------------------------------
 
 @dataclass
 class InitEntry:
@@ -175,8 +171,6 @@ class LitmusTest:
     locations: list[str] | None = None
     path: str = field(default="<string>", compare=False)
 
-
-# Parsing ----------------------------------------------------------------------------------
 
 def _strip_comments(text: str, path: str) -> str:
     """Blank out (nested) `(* *)` comments, keeping newlines so line numbers survive."""
@@ -252,10 +246,10 @@ class _Parser:
         return LitmusTest(arch, name, headers, init, threads, condition, locations, self.path)
 
     def init_block(self, open_line: int, rest: str) -> list[InitEntry]:
-        chunks: list[tuple[int, str]] = []  # (line, text) pieces of the block's body
+        chunks: list[str] = []  # the block's body, one piece a line
         lineno = open_line
         while "}" not in rest:
-            chunks.append((lineno, rest))
+            chunks.append(rest)
             if self.i >= len(self.lines):
                 raise self.error(open_line, "missing '}' closing the init block")
             lineno, rest = self.i + 1, self.lines[self.i]
@@ -264,25 +258,19 @@ class _Parser:
                 raise self.error(lineno, f"missing '}}' before the thread table (init block"
                                          f" opened at line {open_line})")
         body, after = rest.split("}", 1)
-        chunks.append((lineno, body))
+        chunks.append(body)
         if after.strip():
             raise self.error(lineno, f"unexpected {after.strip()!r} after '}}'")
-        entries: list[tuple[int, str]] = []
-        start: int | None = None
-        cur = ""
-        for ln, text in chunks:
-            for ch in text + "\n":
-                if ch == ";":
-                    if cur.strip():
-                        entries.append((start or ln, cur.strip()))
-                    cur, start = "", None
-                else:
-                    if start is None and not ch.isspace():
-                        start = ln
-                    cur += ch
-        if cur.strip():
-            entries.append((start or lineno, cur.strip()))
-        return [self.init_entry(ln, e) for ln, e in entries]
+        # an entry may span lines; errors name the line it starts on
+        body = "\n".join(chunks)
+        entries, pos = [], 0
+        for piece in body.split(";"):
+            if piece.strip():
+                lead = len(piece) - len(piece.lstrip())
+                ln = open_line + body.count("\n", 0, pos + lead)
+                entries.append(self.init_entry(ln, piece.strip()))
+            pos += len(piece) + 1
+        return entries
 
     def init_entry(self, lineno: int, s: str) -> InitEntry:
         m = _ASSIGN_RE.fullmatch(s)
@@ -319,10 +307,8 @@ class _Parser:
             if not s:
                 self.i += 1
                 continue
-            word = _first_word(s)
-            if word in QUANTIFIERS or word == "locations" or word in UNSUPPORTED:
-                break
-            if not s.endswith(";"):
+            word = _first_word(s)  # a row ends with ';', and no keyword starts one
+            if word in QUANTIFIERS + UNSUPPORTED + ("locations",) or not s.endswith(";"):
                 break
             self.i += 1
             row = s[:-1].split("|")
@@ -396,19 +382,15 @@ class _Parser:
             return self.toks[self.pos]
         return ("end", "end of file", self.toks[-1][2])
 
-    def disjunction(self, depth: int) -> Expr:
-        args = [self.conjunction(depth)]
-        while self.peek()[0] == "or":
+    def disjunction(self, depth: int, op: str = "or") -> Expr:
+        # `/\` binds tighter than `\/`, and a chain of one operator is one n-ary node
+        sub = (lambda: self.disjunction(depth, "and")) if op == "or" else (
+            lambda: self.unary(depth))
+        args = [sub()]
+        while self.peek()[0] == op:
             self.pos += 1
-            args.append(self.conjunction(depth))
-        return args[0] if len(args) == 1 else Or(tuple(args))
-
-    def conjunction(self, depth: int) -> Expr:
-        args = [self.unary(depth)]
-        while self.peek()[0] == "and":
-            self.pos += 1
-            args.append(self.unary(depth))
-        return args[0] if len(args) == 1 else And(tuple(args))
+            args.append(sub())
+        return args[0] if len(args) == 1 else (Or if op == "or" else And)(tuple(args))
 
     def unary(self, depth: int) -> Expr:
         kind, text, ln = self.peek()
@@ -460,8 +442,6 @@ def parse_kinds(text: str, path: str = "<string>") -> dict[str, str]:
         kinds[words[0]] = words[1]
     return kinds
 
-
-# Printing ---------------------------------------------------------------------------------
 
 def _format_expr(e: Expr, top: bool = False) -> str:
     if isinstance(e, Atom):
