@@ -50,11 +50,14 @@ class CacheMaint(Op):
 
 @dataclass(slots=True)
 class Atomic(Op):
-    """A locked read-modify-write: fn(old) -> (new, result). Drains the store buffer."""
+    """A read-modify-write: fn(old) -> (new, result). `ordered` (the kernel's value-returning
+    atomics, and every locked instruction on x86) drains the store buffer; a relaxed one
+    (atomic_inc(), atomic_dec()) only acts on the newest value of its own variable."""
 
     var: str
     fn: Callable[[Any], tuple[Any, Any]]
     name: str
+    ordered: bool = True
 
 
 @dataclass(slots=True)

@@ -163,10 +163,13 @@ class K:
         yield from self.caches_clean_inval_pou(site)
 
     def atomic_inc(self, var: str) -> ops.Atomic:
-        return ops.Atomic(var, _inc, "atomic_inc")
+        """atomic_inc(): relaxed, it orders nothing (Documentation/atomic_t.txt), which a weak
+        store buffer shows; x86 executes it as a locked instruction all the same."""
+        return ops.Atomic(var, _inc, "atomic_inc", ordered=False)
 
     def atomic_dec(self, var: str) -> ops.Atomic:
-        return ops.Atomic(var, _dec, "atomic_dec")
+        """atomic_dec(): relaxed, as atomic_inc()."""
+        return ops.Atomic(var, _dec, "atomic_dec", ordered=False)
 
     def atomic_dec_and_test(self, var: str) -> ops.Atomic:
         return ops.Atomic(var, _dec_and_test, "atomic_dec_and_test")
@@ -181,7 +184,8 @@ class K:
         return ops.Atomic(var, lambda v: (v & mask, v), "atomic_fetch_and")
 
     def atomic_inc_return(self, var: str) -> ops.Atomic:
-        return self.atomic_inc(var)
+        """Value-returning, so fully ordered (shown as atomic_inc in traces)."""
+        return ops.Atomic(var, _inc, "atomic_inc")
 
     def wait_until(self, var: str | tuple[str, ...], pred, what: str = "") -> ops.WaitUntil:
         """Block until `pred(value of var)` holds, or with several variables (a tuple of

@@ -55,7 +55,8 @@ class MessagePassing(Protocol):
     sites = {"fentry": Site(old=NOP, new=NOP)}
     tasks = {"patcher": 0, "reader": 1}
     params = dict(order="none")
-    variants = {v: dict(order=v) for v in ("none", "wmb", "release", "same-var")}
+    variants = {v: dict(order=v) for v in ("none", "wmb", "release", "same-var", "relaxed-atomic",
+                                           "ordered-atomic")}
     expect = dict.fromkeys(variants)
 
     def patcher(self, k):
@@ -68,6 +69,10 @@ class MessagePassing(Protocol):
             yield k.wmb()
         if self.v.order == "release":
             yield k.store_release("flag", 1)
+        elif self.v.order == "relaxed-atomic":  # atomic_inc(): orders nothing
+            yield k.atomic_inc("flag")
+        elif self.v.order == "ordered-atomic":  # atomic_inc_return(): fully ordered
+            yield k.atomic_inc_return("flag")
         else:
             yield k.store("flag", 1)
 
@@ -85,7 +90,8 @@ class MessagePassing(Protocol):
 
 
 @pytest.mark.parametrize(("variant", "reordered"), [("none", True), ("wmb", False), ("release", False),
-                                                    ("same-var", False)])
+                                                    ("same-var", False), ("relaxed-atomic", True),
+                                                    ("ordered-atomic", False)])
 def test_stores_to_different_variables_drain_in_any_order_unless_ordered(variant, reordered):
     res = _proof(_machine(MessagePassing, variant))
     assert ("protocol-assert" in _oracles(res)) is reordered, res.crashes
@@ -98,8 +104,9 @@ def test_the_x86_fifo_keeps_message_passing_in_order():
         arch = "x86_64"
         sites = {"fentry": Site(old=b"\x90" * 5, new=b"\x90" * 5)}
 
-    res = _proof(_machine(OnX86, "none"))
-    assert res.crashes == {}
+    for variant in ("none", "relaxed-atomic"):  # a locked instruction drains on x86
+        res = _proof(_machine(OnX86, variant))
+        assert res.crashes == {}, variant
 
 
 def test_a_cpu_reads_its_own_buffered_stores():

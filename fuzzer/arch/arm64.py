@@ -180,11 +180,14 @@ class Arm64(Arch):
         Rule(
             "Store-release (STLR, smp_store_release) makes every earlier access visible before "
             "it; load-acquire (LDAR, smp_load_acquire) orders every later access after it; "
-            "value-returning atomics are fully ordered; a lock acquire is an acquire and a "
-            "release a store-release, so the next holder sees the previous holder's stores.",
+            "value-returning atomics are fully ordered, the void ones (atomic_inc, atomic_dec) "
+            "relaxed: they act on the newest value of their variable and order nothing else; a "
+            "lock acquire is an acquire and a release a store-release, so the next holder sees "
+            "the previous holder's stores.",
             "Arm ARM B2.3 (Release and Acquire semantics); arch/arm64/include/asm/barrier.h "
             "__smp_store_release/__smp_load_acquire; Documentation/atomic_t.txt (value-returning "
-            "RMW ops are fully ordered; arch/arm64/include/asm/atomic_ll_sc.h adds dmb ish); "
+            "RMW ops are fully ordered, the non-value-returning ones unordered; "
+            "arch/arm64/include/asm/atomic_ll_sc.h adds dmb ish to the former only); "
             "Documentation/memory-barriers.txt 'ACQUIRE operations', 'RELEASE operations'.",
         ),
         Rule(

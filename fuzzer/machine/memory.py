@@ -153,11 +153,15 @@ class Memory(Part):
     def drain_site(self, cpu: Cpu, site: SiteState) -> None:
         """`cpu`'s buffered stores to `site`'s text reach memory, with only what must go
         before them (a cache clean of the site is ordered after them)."""
+        self.drain_to(cpu, lambda key: type(key) is tuple and key[1] is site)
+
+    def drain_to(self, cpu: Cpu, hit) -> None:
+        """`cpu`'s buffered stores whose key `hit` accepts reach memory, with only what must go
+        before them."""
         sb = cpu.sb
 
         def to_site(j: int) -> bool:
-            key = sb[j][0]
-            return type(key) is tuple and key[1] is site
+            return hit(sb[j][0])
 
         if self.store_in_order:
             last = max((j for j in range(len(sb)) if to_site(j)), default=-1)
@@ -265,7 +269,10 @@ class Memory(Part):
             self.live(cpu, var, frame)
             return
         if cpu.sb:
-            self.drain(cpu, len(cpu.sb))  # a locked instruction drains the store buffer
+            if op.ordered or self.store_in_order:  # a locked instruction, a fully ordered RMW
+                self.drain(cpu, len(cpu.sb))
+            else:  # a relaxed RMW needs only this CPU's newest value of the variable
+                self.drain_to(cpu, lambda key: key == var)
         mem = self.mem
         old = mem.get(var, 0)
         new, result = op.fn(old)
