@@ -344,20 +344,10 @@ class Arm64(Arch):
         word = word_of(code)
         return any(word & mask == value for mask, value in _CMODX)
 
-    def register_abstractable(self, blobs: list[bytes]) -> bool:
-        """The image's code reads no register but the counters it alone writes, the stack
-        pointer, PSTATE.I and the return addresses in x30, x9 and x10 (`state_regs`): a CPU is
-        keyed by those."""
-        for blob in blobs:
-            decoded = 0
-            for ins in self._cs.disasm(bytes(blob), 0):
-                decoded += ins.size
-                if ins.mnemonic in _SAFE_MNEMONICS or (ins.mnemonic, ins.op_str) in _SAFE_FORMS:
-                    continue
-                return False
-            if decoded != len(blob):
-                return False
-        return True
+    def abstractable_insn(self, mnemonic: str, op_str: str) -> bool:
+        # the image reads no register but the counters it alone writes, the stack pointer,
+        # PSTATE.I and the return addresses in `state_regs`
+        return mnemonic in _SAFE_MNEMONICS or (mnemonic, op_str) in _SAFE_FORMS
 
     # ---- emitters --------------------------------------------------------------------------
     def ret(self) -> bytes:

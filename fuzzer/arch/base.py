@@ -274,9 +274,23 @@ class Arch:
         return True
 
     def register_abstractable(self, blobs: list[bytes]) -> bool:
-        """True if code made only of `blobs` leaves the PC, the stack pointer, the IRQ flag and
-        the stack above the stack pointer as the only register state its future depends on
-        (what exhaustive search keys a running CPU by). False unless a model can show it."""
+        """True if code made only of `blobs` leaves the PC, the stack pointer, the IRQ flag, the
+        stack above the stack pointer and `state_regs` as the only register state its future
+        depends on (what exhaustive search keys a running CPU by): every instruction decodes
+        and `abstractable_insn` accepts it."""
+        for blob in blobs:
+            decoded = 0
+            for insn in self._cs.disasm(bytes(blob), 0):
+                decoded += insn.size
+                if not self.abstractable_insn(insn.mnemonic, insn.op_str):
+                    return False
+            if decoded != len(blob):
+                return False
+        return True
+
+    def abstractable_insn(self, mnemonic: str, op_str: str) -> bool:
+        """May the image's code execute this instruction and still be keyed by the registers
+        `register_abstractable` names? False unless a model can show it."""
         return False
 
     # ---- emitters: the instructions the image builder lays out -----------------------------

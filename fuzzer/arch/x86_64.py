@@ -171,19 +171,8 @@ class X86_64(Arch):
             return "next", addr + len(insn)
         return "bad", 0
 
-    def register_abstractable(self, blobs: list[bytes]) -> bool:
-        for blob in blobs:
-            decoded = 0
-            for insn in self._cs.disasm(bytes(blob), 0):
-                decoded += insn.size
-                if insn.mnemonic in _SAFE_MNEMONICS:
-                    continue
-                if insn.mnemonic == "inc" and insn.op_str in _COUNTERS:
-                    continue
-                return False
-            if decoded != len(blob):
-                return False
-        return True
+    def abstractable_insn(self, mnemonic: str, op_str: str) -> bool:
+        return mnemonic in _SAFE_MNEMONICS or (mnemonic == "inc" and op_str in _COUNTERS)
 
     # ---- emitters --------------------------------------------------------------------------
     def ret(self) -> bytes:
