@@ -128,27 +128,18 @@ class Memory(Part):
         decision of the schedule among the entries free to drain (draws.DRAIN_PICK)."""
         sb = cpu.sb
         n = min(count, len(sb))
-        if self.store_in_order:
+        if self.store_in_order or n == len(sb):
             for _ in range(n):
                 self.reach(cpu, *sb.popleft())
+            if not self.store_in_order:
+                cpu.sb_order.clear()
+                cpu.sb_epoch = 0  # epochs only order what is buffered
             return
-        order = cpu.sb_order
-        if n == len(sb):
-            for _ in range(n):
-                self.reach(cpu, *sb.popleft())
-            order.clear()
-        else:
-            ch = self.m.ch
-            for _ in range(n):
-                free = self.drainable(cpu)
-                i = free[0] if len(free) == 1 else free[
-                    ch.byte(_PICK.default, _PICK.name, len(free), tuple(range(len(free)))) % len(free)]
-                entry = sb[i]
-                del sb[i]
-                del order[i]
-                self.reach(cpu, *entry)
-        if not sb:
-            cpu.sb_epoch = 0  # epochs only order what is buffered
+        ch = self.m.ch
+        for _ in range(n):
+            free = self.drainable(cpu)
+            self._drain_entry(cpu, free[0] if len(free) == 1 else free[
+                ch.byte(_PICK.default, _PICK.name, len(free), tuple(range(len(free)))) % len(free)])
 
     def drain_site(self, cpu: Cpu, site: SiteState) -> None:
         """`cpu`'s buffered stores to `site`'s text reach memory, with only what must go
@@ -159,24 +150,22 @@ class Memory(Part):
         """`cpu`'s buffered stores whose key `hit` accepts reach memory, with only what must go
         before them."""
         sb = cpu.sb
-
-        def to_site(j: int) -> bool:
-            return hit(sb[j][0])
-
         if self.store_in_order:
-            last = max((j for j in range(len(sb)) if to_site(j)), default=-1)
-            self.drain(cpu, last + 1)
+            self.drain(cpu, max((j + 1 for j, (key, _) in enumerate(sb) if hit(key)), default=0))
             return
-        order = cpu.sb_order
-        while any(to_site(j) for j in range(len(sb))):
+        while any(hit(key) for key, _ in sb):
             free = self.drainable(cpu)
-            i = next((j for j in free if to_site(j)), free[0])
-            entry = sb[i]
-            del sb[i]
-            del order[i]
-            self.reach(cpu, *entry)
+            self._drain_entry(cpu, next((j for j in free if hit(sb[j][0])), free[0]))
+
+    def _drain_entry(self, cpu: Cpu, i: int) -> None:
+        """Out-of-order buffers: entry `i` of `cpu`'s store buffer reaches memory."""
+        sb = cpu.sb
+        entry = sb[i]
+        del sb[i]
+        del cpu.sb_order[i]
         if not sb:
-            cpu.sb_epoch = 0
+            cpu.sb_epoch = 0  # epochs only order what is buffered
+        self.reach(cpu, *entry)
 
     def reach(self, cpu: Cpu, key, value) -> None:
         """One buffered store reaches memory."""
