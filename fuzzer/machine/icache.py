@@ -140,9 +140,7 @@ class MaintainedViews(Views):
             chosen_min = min(chosen_min, at[pick])
         if self.coherent and chosen_min > floor:
             cpu.ifloor[site.name] = chosen_min
-        if cpu.views[site.name] != view:
-            cpu.views[site.name][:] = view
-            cpu.hw.write_text(site.addr, bytes(view))
+        self.show(cpu, site, bytes(view))
 
     def candidates(self, cpu: Cpu, site: SiteState) -> list[bytes]:
         """The whole-site versions `cpu` may still fetch, newest first (tests, reports)."""

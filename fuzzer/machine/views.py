@@ -70,13 +70,16 @@ class Views(Part):
             cpu.hw.write_text(site.addr + off, data)
         cpu.stale.add(site)
 
+    def show(self, cpu: Cpu, site: SiteState, data: bytes) -> None:
+        """`cpu` will execute `data` at the whole site: its view and its emulator's copy."""
+        view = cpu.views[site.name]
+        if view != data:
+            view[:] = data
+            cpu.hw.write_text(site.addr, data)
+
     def sync(self, cpu: Cpu, site: SiteState) -> None:
         """The whole site as `cpu` sees memory now (a fetch that starts afresh)."""
-        fresh = self.memory.text_as_seen(cpu, site)
-        view = cpu.views[site.name]
-        if view != fresh:
-            view[:] = fresh
-            cpu.hw.write_text(site.addr, fresh)
+        self.show(cpu, site, self.memory.text_as_seen(cpu, site))
         cpu.stale.discard(site)
 
     def serialize(self, cpu: Cpu) -> None:
@@ -85,26 +88,15 @@ class Views(Part):
             return
         text_as_seen = self.memory.text_as_seen
         for site in list(cpu.stale):
-            fresh = text_as_seen(cpu, site)
-            view = cpu.views[site.name]
-            if view != fresh:
-                view[:] = fresh
-                cpu.hw.write_text(site.addr, fresh)
+            self.show(cpu, site, text_as_seen(cpu, site))
         cpu.stale.clear()
 
     def refresh_units(self, cpu: Cpu, site: SiteState, fresh: bytes, byte: int) -> None:
         """Refresh the fetch units a "refresh" draw's byte names; the others keep what the CPU
         fetched before (a partial refresh is a torn fetch in the making)."""
-        unit = self.unit
-        view = cpu.views[site.name]
-        changed = False
-        for i, refresh in zip(range(0, site.size, unit), draws.refreshed_units(byte, -(-site.size // unit))):
-            if refresh and view[i:i + unit] != fresh[i:i + unit]:
-                view[i:i + unit] = fresh[i:i + unit]
-                changed = True
-        if changed:
-            cpu.hw.write_text(site.addr, view)
-        if view == fresh:
+        out = self.refreshed(bytes(cpu.views[site.name]), fresh, byte)
+        self.show(cpu, site, out)
+        if out == fresh:
             cpu.stale.discard(site)
 
     def refreshed(self, view: bytes, fresh: bytes, byte: int) -> bytes:
