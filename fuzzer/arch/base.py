@@ -32,6 +32,15 @@ class Rule:
     source: str
 
 
+class UnknownOption(ValueError):
+    """An architecture option the model does not have (`Arch.OPTIONS`)."""
+
+    def __init__(self, arch: str, option: str, known: tuple[str, ...]) -> None:
+        self.arch, self.option, self.known = arch, option, known
+        super().__init__(f"{arch}: unknown architecture option {option!r} "
+                         f"(known: {', '.join(known) or 'none'})")
+
+
 @dataclass
 class SiteLayout:
     """Where a patch site ended up in the generated image."""
@@ -206,8 +215,7 @@ class Arch:
     def __init__(self, options: tuple[str, ...] = ()) -> None:
         unknown = [o for o in options if o not in self.OPTIONS]
         if unknown:
-            known = ", ".join(self.OPTIONS) or "none"
-            raise ValueError(f"{self.name}: unknown architecture option {unknown[0]!r} (known: {known})")
+            raise UnknownOption(self.name, unknown[0], tuple(self.OPTIONS))
         self.options = tuple(sorted(set(options)))
         self._cs, self._lengths = _decoder(self.cs_arch, self.cs_mode)
 

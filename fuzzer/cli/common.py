@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ..arch.base import UnknownOption
 from ..choices import ScheduleError, parse_schedule_hex
 from ..console import Seconds, UserError, console
 from ..machine import MAX_CPUS, MIN_CPUS, Config, Machine
@@ -32,22 +33,18 @@ arch_opt_option = click.option(
 
 def build_machine(spec: str, cpus: int, stop_machine_serializes: bool | None,
                   op_timeout: float = Config.op_timeout, arch_opts: tuple[str, ...] = ()) -> Machine:
-    from ..arch import ARCHES
-
     if not MIN_CPUS <= cpus <= MAX_CPUS:
         raise UserError(f"--cpus must be between {MIN_CPUS} and {MAX_CPUS}, got {cpus}")
     try:
         cls, variant = resolve(spec)
     except UnknownProtocol as e:
         raise UserError(str(e)) from None
-    known = ARCHES[cls.arch].OPTIONS if cls.arch in ARCHES else {}
-    bad = [o for o in arch_opts if o not in known]
-    if bad:
-        raise UserError(f"--arch-opt {bad[0]}: {cls.arch} has no such option (known: "
-                        f"{', '.join(known) or 'none'})")
     try:
         return Machine(cls, variant, Config(cpus=cpus, stop_machine_serializes=stop_machine_serializes,
                                             op_timeout=op_timeout, arch_options=tuple(sorted(set(arch_opts)))))
+    except UnknownOption as e:
+        raise UserError(f"--arch-opt {e.option}: {e.arch} has no such option (known: "
+                        f"{', '.join(e.known) or 'none'})") from None
     except (ValueError, KeyError) as e:  # the protocol's declarations (sites, symbols, tasks)
         raise UserError(f"protocol {cls.name}: {e.args[0] if e.args else e}") from None
 
