@@ -343,7 +343,7 @@ class K:
         `site`+`offset`, then writes its breakpoint there and syncs (arm_kprobe()). A CPU that
         hits it traps foreign: the protocol's handlers must pass it on; kprobes single-steps the
         instruction it replaced. The answer is that instruction."""
-        replaced = yield ops.KprobeRegister(site, offset, True)
+        replaced = yield self.register_kprobe(site, offset)
         trap = self._m.arch.trap_insn
         yield ops.Poke(site, trap, offset)
         yield ops.SyncCores()
@@ -355,7 +355,16 @@ class K:
         trap = self._m.arch.trap_insn
         yield ops.Poke(site, bytes(replaced[:len(trap)]), offset)
         yield ops.SyncCores()
-        yield ops.KprobeRegister(site, offset, False)
+        yield self.unregister_kprobe(site, offset)
+
+    def register_kprobe(self, site: str, offset: int = 0) -> ops.KprobeRegister:
+        """The kprobe at `site`+`offset` is known before its breakpoint is written (the answer
+        is the instruction it replaces); the protocol writes the breakpoint its own way."""
+        return ops.KprobeRegister(site, offset, True)
+
+    def unregister_kprobe(self, site: str, offset: int = 0) -> ops.KprobeRegister:
+        """The kprobe is forgotten (once its breakpoint is gone)."""
+        return ops.KprobeRegister(site, offset, False)
 
 
 class Protocol:

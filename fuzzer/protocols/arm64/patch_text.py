@@ -57,23 +57,14 @@ class Arm64PatchText(Protocol):
         yield k.complete("probe")
         yield from self.patch_text(k, "pp2", replaced)
         yield k.complete("probe")
-        yield from self.unregister(k)
+        yield k.unregister_kprobe("probe")
 
     def arm(self, k):
         """register_kprobe() -> arm_kprobe(): the probe is known before its BRK is written."""
-        replaced = yield from self.register(k)
+        replaced = yield k.register_kprobe("probe")
         yield from self.patch_text(k, "pp1", BRK)
         return replaced
 
-    def register(self, k):
-        from ...ops import KprobeRegister
-
-        return (yield KprobeRegister("probe", 0, True))
-
-    def unregister(self, k):
-        from ...ops import KprobeRegister
-
-        yield KprobeRegister("probe", 0, False)
 
     def patch_text(self, k, pp: str, insn: bytes):
         """aarch64_insn_patch_text(&addr, &insn, 1)."""
