@@ -160,8 +160,21 @@ class UnlockOp(Op):
 
 @dataclass(slots=True)
 class RunCode(Op):
+    """Run code from `entry` until it reaches a stop. With `regs` (register name -> value), a
+    program of the protocol's (`Protocol.programs`): it starts with those registers set and the
+    answer is its registers when it ends (`Arch.program_regs`)."""
+
     entry: int
     what: str
+    regs: tuple[tuple[str, int], ...] | None = None
+
+
+class Idle(Op):
+    """A CPU with nothing left to run (a machine without caller loops, `Protocol.caller_loops`):
+    never ready. A run whose tasks all returned ends once only idle CPUs are left."""
+
+    __slots__ = ()
+    blocking = True
 
 
 @dataclass(slots=True)

@@ -35,6 +35,14 @@ class Jmp:
 
 
 @dataclass(frozen=True)
+class Addr:
+    """A value that is the address of a symbol of this run's image (a program's label
+    `"P1:L0"`, a data variable), for `initial_memory`, resolved when a run starts."""
+
+    symbol: str
+
+
+@dataclass(frozen=True)
 class Site:
     """A patch site: the first instruction of a traced function. `old` and `new` are bytes, or
     a call or jump to a symbol of the image (`ftrace_caller`, `ftrace_stub`, `<site>_func`,
@@ -320,6 +328,16 @@ class K:
     def run_code(self, entry: int, what: str = "code") -> ops.RunCode:
         return ops.RunCode(entry, what)
 
+    def run_program(self, name: str, regs: dict[str, int] | None = None) -> ops.RunCode:
+        """Run program `name` (`Protocol.programs`) on this CPU from its first instruction with
+        `regs` set (register name -> value; the others keep the thread's start values); every
+        instruction is a scheduling point, its fetch goes through the instruction-fetch model
+        and its loads and stores through the memory model. The answer is the program's
+        registers when it ends (name -> value, `Arch.program_regs`)."""
+        if name not in self._m.image.programs:
+            raise KeyError(f"no program {name!r} (declare it in the protocol's `programs`)")
+        return ops.RunCode(self.symbol(name), name, tuple(sorted((regs or {}).items())))
+
     # ---- handler answers -----------------------------------------------------------------------
     def emulate(self, addr: int, insn: bytes) -> Emulate:
         """Emulate `insn`, a whole version of the site at `addr` (old, new, or one written)."""
@@ -405,6 +423,21 @@ class Protocol:
     # `hotplug` on the last CPU. The other CPUs run the image's caller loop; a task that
     # returns does too.
     tasks: ClassVar[dict[str, int | None] | None] = None
+    # Programs of real code the tasks run (`k.run_program`): name -> lines of the ISA's
+    # assembly, labels as "L0:" (alone or before an instruction). Laid out in the image;
+    # every instruction is a place a CPU fetches from (a site with no patch of its own) and a
+    # label is the symbol "<name>:<label>". A property when variants differ.
+    programs: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # Shared variables the programs address (loads and stores of real code): each is a word
+    # of the image's data region, symbol = its name, and the same variable `k.load`/`k.store`
+    # reach; its first value comes from `initial_memory`.
+    data: ClassVar[tuple[str, ...]] = ()
+    # Do CPUs without a task, and tasks that returned, run the image's caller loop? False: they
+    # idle (a machine of tasks only, such as the threads of a litmus test).
+    caller_loops: ClassVar[bool] = True
+    # The oracles that judge this protocol (ids; None: every one). A protocol that states its
+    # own verdict (`k.bug`) over programs with no patch expectations picks the few that apply.
+    oracles: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, variant: str):
         if variant not in self.variants:

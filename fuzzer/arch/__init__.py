@@ -14,4 +14,9 @@ def get_arch(name: str, options: tuple[str, ...] = ()) -> Arch:
     return ARCHES[name](options)
 
 
-__all__ = ["ARCHES", "Arch", "Image", "Rule", "SiteLayout", "get_arch"]
+def litmus_arch(header: str) -> str | None:
+    """The model that runs litmus tests whose header names `header` ("AArch64"), or None."""
+    return next((name for name, cls in ARCHES.items() if cls.litmus_name == header), None)
+
+
+__all__ = ["ARCHES", "Arch", "Image", "Rule", "SiteLayout", "get_arch", "litmus_arch"]

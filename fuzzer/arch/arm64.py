@@ -123,6 +123,26 @@ _SAFE_FORMS = frozenset({("msr", "daifset, #2"), ("msr", "daifclr, #2"), ("mov",
                          ("add", "x28, x28, #1"), ("add", "x27, x27, #1"), ("add", "x0, x0, #1")})
 
 
+# What a program's instruction does to the models beyond its loads and stores (Arch.insn_effect):
+# (mask, value, effect); the register operand of DC/IC is bits [4:0].
+_DMB_KINDS = {3: "mb", 2: "wmb", 1: "rmb", 0: "mb"}  # CRm[1:0]: full, ST, LD (0b00: reserved, SY)
+_EFFECTS = (
+    (0xFFFFF0FF, 0xD503309F, ("fence", "dsb")),  # DSB <option>: every option completes maintenance
+    (0xFFFFF0FF, 0xD50330DF, ("sync",)),  # ISB
+    (0xFFFFFFE0, 0xD50B7B20, ("maint", "clean", "Rt")),  # DC CVAU, Xt
+    (0xFFFFFFE0, 0xD50B7A20, ("maint", "clean", "Rt")),  # DC CVAC, Xt (to the PoC: past the PoU)
+    (0xFFFFFFE0, 0xD50B7E20, ("maint", "clean", "Rt")),  # DC CIVAC, Xt
+    (0xFFFFFFE0, 0xD50B7520, ("maint", "inval", "Rt")),  # IC IVAU, Xt (broadcast)
+    (0xFFFFFFFF, 0xD508751F, ("maint", "inval_local", None)),  # IC IALLU
+    (0xFFFFFFFF, 0xD508711F, ("maint", "inval_all", None)),  # IC IALLUIS (broadcast)
+    (0x3FFFFC00, 0x089FFC00, ("release",)),  # STLR, STLRB, STLRH (any size)
+    (0xFFFFFFFF, 0xD69F03E0, ("sync",)),  # ERET: exception return is context synchronizing
+)
+# the registers programs start and end with; W<n> names the same register (its low half)
+PROGRAM_REGS = {**{f"X{n}": getattr(A, f"UC_ARM64_REG_X{n}") for n in range(31)},
+                "NZCV": A.UC_ARM64_REG_NZCV}
+
+
 class Arm64(Arch):
     name = "arm64"
     # each argued in RULES below
@@ -314,6 +334,7 @@ class Arm64(Arch):
     # saved copy (mov x9, x30) and the tracer's (mov x10, x30)
     state_regs = (A.UC_ARM64_REG_X30, A.UC_ARM64_REG_X9, A.UC_ARM64_REG_X10)
     filler = UDF0  # a CPU that runs into padding faults
+    program_regs = PROGRAM_REGS
 
     def __init__(self, options: tuple[str, ...] = ()) -> None:
         super().__init__(options)
@@ -343,6 +364,35 @@ class Arm64(Arch):
             return False
         word = word_of(code)
         return any(word & mask == value for mask, value in _CMODX)
+
+    litmus_name = "AArch64"
+
+    def program_reg(self, name: str) -> tuple[str, int]:
+        up = name.upper()
+        if up.startswith("W") and f"X{up[1:]}" in PROGRAM_REGS:
+            return f"X{up[1:]}", 32
+        if up in PROGRAM_REGS:
+            return up, 64
+        raise KeyError(name)
+
+    def assemble(self, lines: tuple[str, ...], base: int) -> tuple[bytes, dict[str, int]]:
+        from .arm64_asm import assemble
+
+        return assemble(lines, base)
+
+    def insn_effect(self, code: bytes) -> tuple | None:
+        if len(code) != 4:
+            return None
+        word = word_of(code)
+        if word & 0xFFFFF0FF == 0xD50330BF:  # DMB <option>
+            return ("fence", _DMB_KINDS[word >> 8 & 3])
+        for mask, value, effect in _EFFECTS:
+            if word & mask == value:
+                if effect[-1] == "Rt":  # the address is in register Rt
+                    rt = word & 31
+                    return (*effect[:-1], PROGRAM_REGS[f"X{rt}"] if rt != 31 else A.UC_ARM64_REG_XZR)
+                return effect
+        return None
 
     def abstractable_insn(self, mnemonic: str, op_str: str) -> bool:
         # the image reads no register but the counters it alone writes, the stack pointer,

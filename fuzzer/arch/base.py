@@ -50,6 +50,7 @@ class SiteLayout:
     size: int
     func: int  # entry of the traced function the site belongs to (its first patchable insn)
     old: bytes = b""  # the site's old version as laid out here
+    program: str = ""  # the program this instruction belongs to ("": a patch site)
 
 
 @dataclass
@@ -70,6 +71,10 @@ class Image:
     # Code outside the text: (address, bytes) of each far function (Arch.far_base). It is never
     # patched, so every engine of a CPU maps one copy.
     far: tuple[tuple[int, bytes], ...] = ()
+    # The protocol's programs: name -> (entry, the PC once it has run to its end).
+    programs: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # The data region's variables (what programs load and store): name -> address.
+    data: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -79,6 +84,9 @@ class CpuHooks:
 
     on_trap: Callable  # (cpu_index, kind, pc) -> None
     on_fault: Callable  # (cpu_index, kind, addr) -> None
+    # Loads and stores of programs (an image with a data region or programs only):
+    on_load: Callable | None = None  # (cpu_index, addr, size) -> the value the CPU reads
+    on_store: Callable | None = None  # (cpu_index, addr, size, value) -> None
 
 
 # Names of the events after which a CPU fetches the text afresh (`Arch.serializing_events`).
@@ -199,6 +207,11 @@ class Arch:
     thread_stack_top: int = 0x0020_8000
     irq_stack_top: int = 0x0020_B800  # the IRQ stack (x86: the per-CPU hardirq stack)
     nmi_stack_top: int = 0x0020_F000  # a separate NMI stack, like the kernel's NMI IST
+    # The data region programs load from and store to: one word per variable.
+    data_base: int = 0x0030_0000
+    data_size: int = 0x1000
+    # The registers a program starts with and ends with, by their assembly names.
+    program_regs: Mapping[str, int] = {}
     # What pads functions to their alignment: something that stops a CPU that runs into it.
     filler: bytes = b""
     # Where the functions a site calls or jumps to live (the tracer, the stub, a protocol's
@@ -221,13 +234,16 @@ class Arch:
 
     # ---- image and CPUs --------------------------------------------------------------------
     def build_image(self, sites: Mapping[str, Any], calls_irqs_off: bool = True,
-                    symbols: tuple[str, ...] = (), nmi_sites: tuple[str, ...] | None = None) -> Image:
+                    symbols: tuple[str, ...] = (), nmi_sites: tuple[str, ...] | None = None,
+                    programs: Mapping[str, tuple[str, ...]] | None = None,
+                    data: tuple[str, ...] = ()) -> Image:
         """Lay out the generated kernel from this ISA's emitters (see image.py); `symbols`:
         more functions a protocol's sites may call or jump to; `nmi_sites`: the sites whose
-        functions the NMI handler calls (None: all)."""
+        functions the NMI handler calls (None: all); `programs` and `data`: the protocol's
+        programs and the variables they address."""
         from .image import build_image
 
-        return build_image(self, sites, calls_irqs_off, symbols, nmi_sites)
+        return build_image(self, sites, calls_irqs_off, symbols, nmi_sites, programs, data)
 
     def new_cpu(self, image: Image, cpu_index: int, hooks: CpuHooks) -> UnicornCpu:
         """Create the emulator for one CPU with its own copy (view) of the text."""
@@ -280,6 +296,35 @@ class Arch:
         execute it, with the old-or-new guarantee? True for every instruction where the
         architecture has no such list (x86: its fetch and store rules decide)."""
         return True
+
+    # ---- programs (Protocol.programs) ------------------------------------------------------
+    def assemble(self, lines: tuple[str, ...], base: int) -> tuple[bytes, dict[str, int]]:
+        """A program's code laid out from `base`, and its labels' addresses."""
+        raise NotImplementedError(f"{self.name}: no assembler for programs")
+
+    # The architecture's name in herd7 litmus headers ("AArch64"), if programs can run its tests.
+    litmus_name: str | None = None
+
+    def program_reg(self, name: str) -> tuple[str, int]:
+        """A register as a program or a litmus test names it -> (its name in `program_regs`,
+        the bits the name covers); KeyError if there is none."""
+        if name.upper() in self.program_regs:
+            return name.upper(), self.word_size * 8
+        raise KeyError(name)
+
+    def encode_insn(self, text: str) -> bytes:
+        """One instruction as a value (a litmus init `0:X0=NOP`): its encoding, position
+        independent (a relative branch keeps its offset)."""
+        code, _ = self.assemble((text,), 0)
+        return code
+
+    def insn_effect(self, code: bytes) -> tuple | None:
+        """What executing `code` does to the memory and fetch models beyond its loads and
+        stores (which the emulator reports): ("fence", kind) with kind one of "mb", "wmb",
+        "rmb", "dsb"; ("sync",) a context synchronization; ("maint", kind, reg) cache
+        maintenance of the address in register `reg` ("clean", "inval") or ("maint",
+        "inval_local", None); ("release",): its store is a store-release. None: nothing."""
+        return None
 
     def register_abstractable(self, blobs: list[bytes]) -> bool:
         """True if code made only of `blobs` leaves the PC, the stack pointer, the IRQ flag, the

@@ -27,18 +27,67 @@ FUNC_ALIGN = 16
 
 
 def build_image(arch: Arch, sites: Mapping[str, Any], calls_irqs_off: bool = True,
-                extra: tuple[str, ...] = (), nmi_sites: tuple[str, ...] | None = None) -> Image:
+                extra: tuple[str, ...] = (), nmi_sites: tuple[str, ...] | None = None,
+                programs: Mapping[str, tuple[str, ...]] | None = None,
+                data: tuple[str, ...] = ()) -> Image:
     """`sites`: name -> a `protocol.Site` (its `old`: bytes, or a call or jump to a symbol);
     `extra`: more functions to lay out, by name; `nmi_sites`: the sites whose functions the NMI
-    handler calls (None: every one)."""
+    handler calls (None: every one); `programs`: name -> assembly lines, laid out after the
+    rest, each instruction a site of its own; `data`: the data region's variables."""
     if nmi_sites is not None and set(nmi_sites) - set(sites):
         raise ValueError(f"nmi_sites names no site {sorted(set(nmi_sites) - set(sites))[0]!r}")
     first = _layout(arch, sites, calls_irqs_off, extra, None, nmi_sites)
-    if all(isinstance(site.old, (bytes, bytearray)) for site in sites.values()):
-        return first
-    image = _layout(arch, sites, calls_irqs_off, extra, first.symbols, nmi_sites)
-    assert image.symbols == first.symbols, "an old instruction's encoding changed its length"
-    return image
+    if not all(isinstance(site.old, (bytes, bytearray)) for site in sites.values()):
+        image = _layout(arch, sites, calls_irqs_off, extra, first.symbols, nmi_sites)
+        assert image.symbols == first.symbols, "an old instruction's encoding changed its length"
+        first = image
+    if programs or data:
+        _programs(arch, first, programs or {}, data)
+    return first
+
+
+def _programs(arch: Arch, image: Image, programs: Mapping[str, tuple[str, ...]], data: tuple[str, ...]) -> None:
+    """Lay the protocol's programs out after the image's code, each instruction a site named
+    by its label ("P1:L0") or its offset ("P1+8"), each program ending in the stop instruction;
+    and the data region's variables, a word each."""
+    text = bytearray(image.text)
+    stops = set(image.stop_pcs)
+    for name, lines in programs.items():
+        while len(text) % FUNC_ALIGN:
+            text.extend(arch.filler)
+        base = image.base + len(text)
+        code, labels = arch.assemble(tuple(lines), base)
+        for sym, addr in [(name, base), *((f"{name}:{lbl}", a) for lbl, a in labels.items())]:
+            if sym in image.symbols:
+                raise ValueError(f"symbol {sym!r} is already in the image")
+            image.symbols[sym] = addr
+        named = {}
+        for lbl, addr in labels.items():
+            named.setdefault(addr, f"{name}:{lbl}")
+        off = 0
+        for size in arch.insn_lengths(code) if code else ():
+            addr = base + off
+            site = named.get(addr, f"{name}+{off}")
+            image.sites[site] = SiteLayout(name=site, addr=addr, size=size, func=base,
+                                           old=bytes(code[off:off + size]), program=name)
+            off += size
+        if off != len(code):
+            raise ValueError(f"program {name}: its code does not decode at {base + off:#x}")
+        text += code
+        text += arch.stop()
+        end = image.base + len(text)
+        stops.add(end)
+        image.programs[name] = (base, end)
+    if len(text) >= arch.text_size:
+        raise ValueError(f"{arch.name}: the image does not fit in {arch.text_size:#x} bytes")
+    if len(data) * arch.word_size > arch.data_size:
+        raise ValueError(f"{arch.name}: {len(data)} data variables do not fit in the data region")
+    for i, var in enumerate(data):
+        if var in image.symbols:
+            raise ValueError(f"data variable {var!r} clashes with a symbol of the image")
+        image.symbols[var] = image.data[var] = arch.data_base + i * arch.word_size
+    image.text = bytes(text)
+    image.stop_pcs = frozenset(stops)
 
 
 def resolve(arch: Arch, spec: Any, at: int, symbols: Mapping[str, int] | None) -> bytes:

@@ -434,6 +434,15 @@ class UnicornCpu:
         set_reg(eng, self._pc_reg, pc)
         return pc
 
+    def write_regs(self, pairs) -> None:
+        """Set registers: (Unicorn register id, value) pairs."""
+        self._if = None
+        for reg, value in pairs:
+            set_reg(self._cur, reg, value)
+
+    def read_regs(self, regs: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(get_reg(self._cur, r) for r in regs)
+
     def abstract_registers(self, ctx=None) -> tuple | None:
         """The register state the generated image's code can depend on, when the Arch says it
         is register-abstractable: (stack pointer, IRQs enabled, the live stack above the stack
@@ -470,4 +479,10 @@ class StateBitCpu(UnicornCpu):
 
 
 def new_cpu(arch: Arch, image: Image, index: int, hooks: CpuHooks) -> UnicornCpu:
+    if image.programs or image.data:
+        if arch.pc_exec_bits:
+            raise NotImplementedError(f"{arch.name}: programs on a CPU whose code addresses carry state bits")
+        from .program_cpu import ProgramCpu
+
+        return ProgramCpu(arch, image, index, hooks)
     return (StateBitCpu if arch.pc_exec_bits else UnicornCpu)(arch, image, index, hooks)

@@ -68,7 +68,7 @@ class Fence(Event):
         return "dsb(ish)" if self.kind == "dsb" else f"smp_{self.kind}()"
 
 
-_CACHE_OPS = {"clean": "dc cvau", "inval": "ic ivau", "inval_local": "ic iallu"}
+_CACHE_OPS = {"clean": "dc cvau", "inval": "ic ivau", "inval_local": "ic iallu", "inval_all": "ic ialluis"}
 
 
 @dataclass(slots=True, eq=False)

@@ -24,7 +24,7 @@ AFTERMATH_INSNS = 12  # instructions the offending CPU runs after a violation, f
 
 
 class Code(Part):
-    SIBLINGS = ('checks', 'fetch', 'memory', 'traps', 'views')
+    SIBLINGS = ('checks', 'fetch', 'memory', 'traps', 'views', 'programs')
     NOT_STATE = {"stop_pcs": "the image's"}
 
     def __init__(self, machine) -> None:
@@ -35,7 +35,12 @@ class Code(Part):
 
     def hooks(self) -> CpuHooks:
         """Callbacks from inside the emulator (site stops are recorded by the CPU itself)."""
-        return CpuHooks(on_trap=self.on_trap, on_fault=self.on_fault)
+        image = self.m.image
+        if not (image.programs or image.data):
+            return CpuHooks(on_trap=self.on_trap, on_fault=self.on_fault)
+        programs = self.m.programs  # the parts are bound only once the CPUs exist
+        return CpuHooks(on_trap=self.on_trap, on_fault=self.on_fault, on_load=programs.on_load,
+                        on_store=programs.on_store)
 
     def on_trap(self, idx: int, kind: str, pc: int) -> None:
         self.m.cpus[idx].stop = ("trap", pc)
@@ -64,6 +69,8 @@ class Code(Part):
             self.fetch.check(cpu, frame, site)
             if m.finding is not None:
                 return
+            if site.program:
+                self.programs.before_insn(cpu, site)
             cpu.skip = frame.pc
         if fair:
             count = RUN_TO_STOP
@@ -116,11 +123,14 @@ class Code(Part):
         frame.pc = op.entry
         frame.code_active = True
         cpu.code_frame = frame
+        if op.regs is not None:
+            self.programs.start(cpu, op)
         m = self.m
         if m.observing:
             m.emit(cpu, ev.RunsCode, op.what)
 
     def end(self, cpu: Cpu, frame: Frame) -> None:
+        answer = self.programs.registers(cpu) if frame.op.regs is not None else None
         frame.code_active = False
         cpu.code_frame = None
         for f in reversed(cpu.frames):
@@ -129,7 +139,7 @@ class Code(Part):
                 f.saved_ctx = None
                 cpu.code_frame = f
                 break
-        self.m.advance(cpu, frame, None)
+        self.m.advance(cpu, frame, answer)
 
     def aftermath(self, cpu: Cpu) -> None:
         """Let the offending CPU execute what it fetched, one instruction at a time, so the

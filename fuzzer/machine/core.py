@@ -7,6 +7,7 @@ composition of parts that each own one responsibility:
     views.py       per-CPU instruction views and when they refresh
     fetch.py       what a fetch at a patch site is (whole, foreign, torn)
     code.py        slices of real code on the emulator, its hooks, the aftermath of a finding
+    programs.py    the protocol's programs: their loads, stores, barriers, cache maintenance
     interrupts.py  NMIs, IRQs, IPIs, preemption, IRQ masking
     traps.py       breakpoints: the handler chain, its answers, kprobes
     sync.py        locks and the wait-for graph, stop_machine, hotplug, RCU grace periods
@@ -42,6 +43,7 @@ from .fetch import FetchModel
 from .icache import MaintainedViews
 from .interrupts import Interrupts
 from .memory import Memory
+from .programs import Programs
 from .scheduler import Scheduler
 from .state import MAX_CPUS, MIN_CPUS, Config, Cpu, Frame, RunResult, SiteState
 from .sync import Sync
@@ -85,7 +87,7 @@ class Machine:
     # The run's own state, and the parts and records that state theirs (`state_view`).
     RUN_STATE = ("last_cpu", "completed", "epilogue", "tasks_left")
     STATE_PARTS = ("memory", "sync", "traps", "sites", "proto", "cpus")
-    PARTS = ("memory", "views", "fetch", "code", "interrupts", "traps", "sync", "tasks", "scheduler")
+    PARTS = ("memory", "views", "fetch", "programs", "code", "interrupts", "traps", "sync", "tasks", "scheduler")
     NOT_STATE = {
         **dict.fromkeys(("config", "protocol_cls", "variant", "arch", "stop_machine_serializes", "image",
                          "site_by_addr", "_site_ranges", "ncpus", "renderer", "oracles", "_oracle",
@@ -113,11 +115,14 @@ class Machine:
         self.stop_machine_serializes = self.arch.stop_machine_serializes if smz is None else smz
         specs = self.proto.sites  # the variant's sites (a protocol may compute them)
         self.image = self.arch.build_image(specs, symbols=tuple(protocol_cls.symbols),
-                                           nmi_sites=self.proto.nmi_sites)
+                                           nmi_sites=self.proto.nmi_sites,
+                                           programs=self.proto.programs, data=tuple(self.proto.data))
         self.sites: dict[str, SiteState] = {}
-        for name, spec in specs.items():
-            lay = self.image.sites[name]
-            new = resolve(self.arch, spec.new, lay.addr, self.image.symbols)
+        for name, lay in self.image.sites.items():
+            if lay.program:  # a program's instruction: no patch of its own, new is old
+                self.sites[name] = SiteState(name, lay.addr, lay.old, lay.old, lay.func, lay.program)
+                continue
+            new = resolve(self.arch, specs[name].new, lay.addr, self.image.symbols)
             if len(new) != len(lay.old):
                 raise ValueError(f"site {name}: new and old versions differ in length")
             self.sites[name] = SiteState(name, lay.addr, lay.old, new, lay.func)
@@ -129,6 +134,7 @@ class Machine:
         self.memory = Memory(self)
         self.views = MaintainedViews(self) if self.arch.fetch_model == "maintained" else Views(self)
         self.fetch = FetchModel(self)
+        self.programs = Programs(self)
         self.code = Code(self)
         self.interrupts = Interrupts(self)
         self.traps = Traps(self)
@@ -139,7 +145,11 @@ class Machine:
         for cpu in self.cpus:
             cpu.k = K(self, cpu.idx)  # stateless: one per CPU for every run
         self.scheduler = Scheduler(self)
-        self.oracles = [cls(self) for cls in ALL_ORACLES]
+        wanted = self.proto.oracles
+        if wanted is not None and set(wanted) - {cls.id for cls in ALL_ORACLES}:
+            raise ValueError(f"{protocol_cls.name}: oracles names no oracle "
+                             f"{sorted(set(wanted) - {cls.id for cls in ALL_ORACLES})[0]!r}")
+        self.oracles = [cls(self) for cls in ALL_ORACLES if wanted is None or cls.id in wanted]
         self._oracle = {o.id: o for o in self.oracles}
         self.checks = Checks(self.oracles)
         for name in self.PARTS:

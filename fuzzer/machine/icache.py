@@ -11,7 +11,8 @@ The model (each rule is argued, with its source, in the architecture's RULES):
   fetch returns is a draw (`draws.FETCH_VERSION`, newest first).
 * A write becomes visible to instruction fetch in steps: cleaned to the point of unification
   (`dc_cvau`, done at the writer's next DSB: `SiteState.pou`), then the instruction caches are
-  invalidated (`ic_ivau` on every CPU, `ic_iallu` on the issuing CPU only, done at the issuer's
+  invalidated (`ic_ivau` on every CPU, `ic_iallu` on the issuing CPU only, IC IALLUIS on every
+  CPU, done at the issuer's
   next DSB: `Cpu.ilevel`, the version an invalidated cache refills from), and only then does a
   context synchronization event on the fetching CPU (ISB, exception entry or return, an IPI
   taken: `serialize`) raise its floor to that version. An architecture whose data side needs
@@ -27,7 +28,7 @@ own copy of the text, which flushes its translations (MULTIARCH.md 2.2).
 
 from __future__ import annotations
 
-from .. import draws, ops
+from .. import draws
 from .. import events as ev
 from .state import Cpu, Frame, SiteState
 from .views import Views
@@ -60,23 +61,22 @@ class MaintainedViews(Views):
         return cpu.ilevel.get(site.name, 0) if self.needs_inval else self.pou(site)
 
     # ---- maintenance -------------------------------------------------------------------------
-    def op_cache(self, cpu: Cpu, frame: Frame, op: ops.CacheMaint) -> None:
+    def maintain(self, cpu: Cpu, kind: str, name: str) -> None:
         m = self.m
-        if op.kind == "clean":
-            site = m.sites[op.site]
+        if kind == "clean":
+            site = m.sites[name]
             # a clean is ordered after this CPU's earlier stores to the same location
             self.memory.drain_site(cpu, site)
             cpu.maint.append(("clean", site.name, len(site.hist) - 1))
-        elif op.kind == "inval":
-            site = m.sites[op.site]
+        elif kind == "inval":
+            site = m.sites[name]
             cpu.maint.append(("inval", site.name, self.pou(site)))
-        elif op.kind == "inval_local":
-            cpu.maint.append(("inval_local", "", tuple(self.pou(s) for s in m.sites.values())))
+        elif kind in ("inval_local", "inval_all"):
+            cpu.maint.append((kind, "", tuple(self.pou(s) for s in m.sites.values())))
         else:
-            raise ValueError(f"unknown cache maintenance {op.kind!r}")
+            raise ValueError(f"unknown cache maintenance {kind!r}")
         if m.observing:
-            m.emit(cpu, ev.CacheMaint, op.kind, op.site)
-        m.advance(cpu, frame, None)
+            m.emit(cpu, ev.CacheMaint, kind, name)
 
     def barrier(self, cpu: Cpu) -> None:
         """A DSB: the maintenance `cpu` issued is complete."""
@@ -90,9 +90,10 @@ class MaintainedViews(Views):
             elif kind == "inval":
                 for c in m.cpus:
                     c.ilevel[name] = max(c.ilevel.get(name, 0), value)
-            else:
-                for s, v in zip(m.sites, value):
-                    cpu.ilevel[s] = max(cpu.ilevel.get(s, 0), v)
+            else:  # every site: this CPU's cache (IC IALLU) or every CPU's (IC IALLUIS)
+                for c in (m.cpus if kind == "inval_all" else (cpu,)):
+                    for s, v in zip(m.sites, value):
+                        c.ilevel[s] = max(c.ilevel.get(s, 0), v)
         cpu.maint = []
 
     def serialize(self, cpu: Cpu) -> None:

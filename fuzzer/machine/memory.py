@@ -17,6 +17,7 @@ from typing import Any
 from .. import draws, ops
 from .. import events as ev
 from ..guard import protected
+from ..protocol import Addr
 from .part import Part
 from .state import Cpu, Frame, SiteState
 
@@ -46,7 +47,9 @@ class Memory(Part):
 
 
     def reset(self) -> None:
-        self.mem = dict(protected(-1, self.m.proto.initial_memory))
+        symbols = self.m.image.symbols
+        self.mem = {var: symbols[v.symbol] if type(v) is Addr else v
+                    for var, v in protected(-1, self.m.proto.initial_memory).items()}
         self.freed = set()
         self.writer = {}
 
@@ -236,11 +239,15 @@ class Memory(Part):
         m.advance(cpu, frame, None)
 
     def op_fence(self, cpu: Cpu, frame: Frame, op: ops.Fence) -> None:
+        self.fence(cpu, op.kind)
+        self.m.advance(cpu, frame, None)
+
+    def fence(self, cpu: Cpu, kind: str) -> None:
+        """A barrier of `kind` (mb, wmb, rmb, dsb) on `cpu`, from a protocol or a program."""
         # A full barrier drains (a later load must not read before an earlier store is
         # visible). x86-TSO: wmb/rmb are compiler barriers. Out of order: a store barrier makes
         # a new epoch no store passes; loads run in program order, so a read barrier adds
         # nothing. A DSB also completes the CPU's cache maintenance.
-        kind = op.kind
         if kind == "mb" or kind == "dsb":
             self.drain(cpu, len(cpu.sb))
             if kind == "dsb":
@@ -249,8 +256,7 @@ class Memory(Part):
             cpu.sb_epoch += 1
         m = self.m
         if m.observing:
-            m.emit(cpu, ev.Fence, op.kind)
-        m.advance(cpu, frame, None)
+            m.emit(cpu, ev.Fence, kind)
 
     def op_atomic(self, cpu: Cpu, frame: Frame, op: ops.Atomic) -> None:
         var = op.var

@@ -103,7 +103,8 @@ class Scheduler(Part):
                 if cpu is None:
                     if self.memory.drain_every_cpu() or interrupts.end_a_preemption():
                         continue
-                    self.checks.stall()
+                    if not self.all_idle():
+                        self.checks.stall()
                     break
             else:
                 if ch.source is None:  # not fair: a byte is left for this draw
@@ -130,7 +131,8 @@ class Scheduler(Part):
                 if not runnable:
                     if self.memory.drain_every_cpu() or interrupts.end_a_preemption():
                         continue
-                    self.checks.stall()
+                    if not self.all_idle():
+                        self.checks.stall()
                     break
                 if ch.source is None:  # Choices.byte inlined
                     pos = ch.pos
@@ -182,6 +184,11 @@ class Scheduler(Part):
             if handler is None:
                 raise TypeError(f"protocol yielded {op!r}, which is not an op")
             handler(cpu, frame, op)
+
+    def all_idle(self) -> bool:
+        """Has every online CPU nothing left to run (`ops.Idle`)? Then the run is over, not
+        stalled."""
+        return all(type(c.frames[-1].op) is ops.Idle for c in self.m.cpus if c.online and c.frames)
 
     def runnable(self, cpu: Cpu) -> bool:
         """Can `cpu` take a step (the slow path, for CPUs that are not `plain`)?"""

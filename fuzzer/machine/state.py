@@ -51,13 +51,14 @@ class SiteState:
     """One patch site: its truth bytes and the versions it may legitimately be executed in."""
 
     __slots__ = ("name", "addr", "size", "end", "old", "new", "truth", "intended", "func", "verdicts",
-                 "completed", "hist", "pou")
+                 "completed", "hist", "pou", "program")
     NOT_STATE = {"name": "identity", "addr": "layout", "size": "layout", "end": "layout",
-                 "old": "fixed", "new": "fixed", "func": "layout",
+                 "old": "fixed", "new": "fixed", "func": "layout", "program": "layout",
                  "verdicts": "a memo of the fetch verdicts of `intended`"}
 
-    def __init__(self, name: str, addr: int, old: bytes, new: bytes, func: int):
+    def __init__(self, name: str, addr: int, old: bytes, new: bytes, func: int, program: str = ""):
         self.name, self.addr, self.size = name, addr, len(old)
+        self.program = program  # the program this instruction belongs to ("": a patch site)
         self.end = addr + len(old)
         self.old, self.new, self.func = old, new, func
         self.truth = bytearray(old)

@@ -23,6 +23,10 @@ from .part import Part
 from .state import Cpu, Frame
 
 
+def _never(cpu: Cpu, frame: Frame, op) -> bool:
+    return False
+
+
 class Tasks(Part):
     SIBLINGS = ("memory", "interrupts")
     NOT_STATE = {"on_cpu": "the protocol's task placement, fixed", "free": "fixed",
@@ -36,7 +40,7 @@ class Tasks(Part):
         self.task_k = {name: K(machine, cpu) for cpu, name in self.on_cpu.items() if name in self.free}
 
     def handlers(self) -> dict:
-        return {ops.TaskDone: self.op_task_done, ops.Complete: self.op_complete}
+        return {ops.TaskDone: self.op_task_done, ops.Complete: self.op_complete, ops.Idle: _never}
 
     def start(self) -> None:
         m = self.m
@@ -56,10 +60,16 @@ class Tasks(Part):
         m.tasks_left += 1
         yield from fn(k)
         yield ops.TaskDone(name)
-        yield ops.RunCode(m.image.thread_entry, "caller loop")
+        yield from self._caller_loop()
 
     def _caller_loop(self):
-        yield ops.RunCode(self.m.image.thread_entry, "caller loop")
+        if self.m.proto.caller_loops:
+            yield ops.RunCode(self.m.image.thread_entry, "caller loop")
+        else:  # a machine of tasks only: nothing to run
+            yield ops.Idle()
+
+    def readiness(self) -> dict:
+        return {ops.Idle: _never}
 
     def op_task_done(self, cpu: Cpu, frame: Frame, op: ops.TaskDone) -> None:
         m = self.m

@@ -34,8 +34,11 @@ class Views(Part):
         return {ops.CacheMaint: self.op_cache}
 
     def op_cache(self, cpu: Cpu, frame: Frame, op: ops.CacheMaint) -> None:
-        """Cache maintenance: nothing to do where fetch is coherent with memory."""
+        self.maintain(cpu, op.kind, op.site)
         self.m.advance(cpu, frame, None)
+
+    def maintain(self, cpu: Cpu, kind: str, site: str) -> None:
+        """Cache maintenance: nothing to do where fetch is coherent with memory."""
 
     def barrier(self, cpu: Cpu) -> None:
         """A DSB completes `cpu`'s cache maintenance: none is pending here."""

@@ -359,5 +359,7 @@ def _busy(c: Cpu) -> bool:
 def _register_abstractable(machine: Machine) -> bool:
     """Does the architecture say that, in this image and these site versions, only SP, the IRQ
     flag, the stack and its `state_regs` influence what the code does next?"""
+    if machine.image.programs:  # a program CPU keys every register a program can use
+        return bool(machine.arch.program_regs)
     blobs = [machine.image.text] + [code for _, code in machine.image.far] + [s.new for s in machine.sites.values()]
     return machine.arch.register_abstractable(blobs)
