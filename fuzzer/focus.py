@@ -96,18 +96,25 @@ def _fold_episodes(kept: list[ev.Event], finding_cpu: int, r: ev.Renderer) -> li
 
 def involved_cpus(events: list[ev.Event], finding_cpu: int, finding_step: int) -> set[int]:
     """The finding's CPU and, for each thing it read, the CPU that last wrote it before its
-    last read: earlier reads are episodes that ended well."""
+    last read: earlier reads are episodes that ended well. A task that migrated to an involved
+    CPU brought its past with it: the CPU it left is involved too, and what it read there
+    before it left counts as the finding's reads."""
+    # CPU -> the last step at which its reads are the finding's (a task left it then)
+    until = {finding_cpu: finding_step}
+    for e in reversed(events):
+        if type(e) is ev.Migrated and e.step <= until.get(e.target, -1) and e.cpu not in until:
+            until[e.cpu] = e.step
     last_writer: dict[str, int] = {}
-    source: dict[str, int] = {}  # object -> writer seen by the finding CPU's latest read
+    source: dict[str, int] = {}  # object -> writer seen by the finding's latest read of it
     for e in events:
         if e.step > finding_step:
             break
-        if e.cpu == finding_cpu:
+        if e.step <= until.get(e.cpu, -1):
             for obj in e.reads():
                 source[obj] = last_writer.get(obj, -1)
         for obj in e.writes():
             last_writer[obj] = e.cpu
-    return {finding_cpu} | {w for w in source.values() if w >= 0}
+    return set(until) | {w for w in source.values() if w >= 0}
 
 
 def _deviations(machine: Machine, schedule: bytes, signature: str) -> dict[int, str]:

@@ -379,6 +379,27 @@ def test_a_free_task_migrates_unless_preemption_is_off():
     assert m.tasks.on_cpu == {0: "worker"}
 
 
+def test_the_minimizer_the_focused_trace_and_the_picture_keep_the_migration():
+    # the task's first half ran on the CPU it left: the focused trace and the race diagram show
+    # that CPU, its load and the migration, not only the CPU where the assertion fired
+    from fuzzer.campaign import fuzz
+    from fuzzer.diagram import Diagram
+    from fuzzer.diagram_svg import render_svg
+    from fuzzer.focus import focus_view
+    from fuzzer.minimize import minimize
+    from fuzzer.strategies.exhaustive import ExhaustiveStrategy
+
+    m = Machine(PerCpuCounter, "preemptible", Config(cpus=2))
+    rec = next(iter(fuzz(m, ExhaustiveStrategy(nmis=0), schedules=20000).crashes.values()))
+    small, before, after, _ = minimize(m, rec.schedule, max_runs=2000)
+    assert m.run(small).finding.signature == rec.finding.signature
+    lines, rows, cpus = focus_view(m, small)
+    text = "\n".join(lines)
+    assert sorted(cpus) == [0, 1], text
+    assert "cpu0 thread load count0" in text and "cpu0 thread worker migrates to cpu1" in text, text
+    assert "migrates to cpu1" in render_svg(Diagram("t", cpus, rows))
+
+
 def test_free_tasks_need_a_cpu_each():
     class Crowd(PerCpuCounter):
         name = "test/crowd"
