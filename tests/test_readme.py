@@ -1,5 +1,5 @@
-"""The README's protocol example works as written: copied into a protocol directory, its
-correct variant is clean and its buggy one is found."""
+"""The README's protocol examples work as written: copied into a protocol directory, their
+correct variants are clean and their buggy ones are found."""
 
 import os
 import re
@@ -10,10 +10,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _example() -> str:
+def _examples() -> list[str]:
     text = (ROOT / "README.md").read_text()
     section = text[text.index("### Writing a protocol"):]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
+def _example() -> str:
+    return _examples()[0]
 
 
 def _cli(d: Path, *args: str) -> subprocess.CompletedProcess:
@@ -34,3 +38,20 @@ def test_the_readme_example_runs_as_written(tmp_path):
                 "--no-db", "--json")
     assert good.returncode == 0, good.stderr
     assert '"crashes": []' in good.stdout, good.stdout[-2000:]
+
+
+def test_the_readmes_stop_machine_example_runs_as_written(tmp_path):
+    # tasks (one free to migrate), cpus_read_lock and a mutex, local_irq_save, stop_machine's
+    # callback on every CPU (the cpu_count rendezvous) and k.complete, in one protocol
+    d = tmp_path / "protocols"
+    d.mkdir()
+    (d / "my_text_cb.py").write_text(next(e for e in _examples() if "x86/my_text_cb" in e))
+    for variant, args, want in (
+            ("no-notify", ("--strategy", "random", "--schedules", "2000"), '"oracle": "deadlock"'),
+            ("correct", ("--strategy", "random", "--schedules", "2000"), '"crashes": []'),
+            ("correct", ("--strategy", "exhaustive", "--cpus", "2", "--bound", "irqs=1",
+                         "--schedules", "100000"), '"crashes": []')):
+        out = _cli(d, "fuzz", f"x86/my_text_cb:{variant}", *args, "--no-db", "--json")
+        assert out.returncode == 0, out.stderr
+        assert want in out.stdout, (variant, args, out.stdout[-2000:])
+    assert '"exhausted": true' in out.stdout, out.stdout[-2000:]
