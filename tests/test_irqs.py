@@ -83,6 +83,27 @@ def test_irqs_off_keeps_the_irq_out_and_exhaustive_search_proves_it():
     assert ("torn fetch at fentry in IRQ", 1) in off and ("torn fetch at fentry in IRQ", 0) not in off
 
 
+class HookedIrq(OwnIrq):
+    """irq_enter/irq_exit bump counters, as the NMI protocols' nmi_enter/nmi_exit do."""
+
+    name = "test/hooked_irq"
+
+    def irq_enter(self, k):
+        yield k.atomic_inc("irq_entered")
+
+    def irq_exit(self, k):
+        yield k.atomic_inc("irq_exited")
+
+
+def test_irq_enter_and_irq_exit_run_around_the_image_irq_handler():
+    m = Machine(HookedIrq, "irqs-on", Config(cpus=2))
+    r = m.run(b"", source=IrqOnCpu0(1), trace=True)  # the IRQ comes before the first poke
+    assert r.finding is None and m.memory.mem["irq_entered"] == m.memory.mem["irq_exited"] == 1
+    in_irq = [(type(e).__name__, getattr(e, "var", "")) for e in r.events if e.cpu == 0 and e.ctx == "irq"]
+    assert in_irq.index(("Atomic", "irq_entered")) < in_irq.index(("Fetch", "")) \
+        < in_irq.index(("Atomic", "irq_exited")), in_irq
+
+
 def test_irq_candidates_are_the_cpus_with_irqs_on():
     m = Machine(OwnIrq, "irqs-off", Config(cpus=2))
     m.run(bytes([0, 0]))  # the patcher's first step: IRQs off on CPU 0
