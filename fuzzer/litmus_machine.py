@@ -116,67 +116,87 @@ def build(test: LitmusTest) -> tuple[type[Protocol], Any]:
             arch.assemble(lines, arch.text_base)
         except ValueError as e:
             raise Unsupported(f"{name}: {e}") from None
-    quantifier = test.condition.quantifier
-    expr = test.condition.expr
-
-    def value_of(k, v: Value) -> int:
-        if isinstance(v, Int):
-            return v.value
-        if isinstance(v, Sym):
-            return k.symbol(v.name)
-        if isinstance(v, LabelRef):
-            return k.symbol(f"P{v.thread}:{v.label}")
-        if isinstance(v, Instr):
-            return int.from_bytes(arch.encode_insn(v.text), "little")
-        raise Unsupported(f"value {v!r}")
 
     for v in init_mem.values():
         if isinstance(v, Instr):
-            value_of(None, v)  # an instruction the assembler cannot encode is refused now
-
-    def make_task(i: int):
-        def task(self, k):
-            regs = yield k.run_program(f"P{i}", {name: value_of(k, v) for name, v in init_regs[i]})
-            # a value-returning atomic: fully ordered, so this thread's stores are in memory
-            yield k.cmpxchg(VERDICT_VAR.format(i), 0, ("final", tuple(regs[r] for r in cond_regs[i])))
-            if i:
-                return
-            finals = tuple(VERDICT_VAR.format(j) for j in range(n))
-            got = yield k.wait_until(finals, lambda *vs: all(v != 0 for v in vs), "every thread's end")
-            seen = {(j, r): got[j][1][x] for j in range(n) for x, r in enumerate(cond_regs[j])}
-            for loc in locations:
-                seen[(None, loc)] = yield k.load(loc)
-            body = _holds(expr, seen, lambda v: value_of(k, v), reg)
-            if body != (quantifier == "forall"):
-                yield k.bug(f"{'counterexample of ' if quantifier == 'forall' else ''}the final "
-                            f"condition of {test.name} reached")
-        task.__name__ = f"P{i}"
-        return task
-
-    def initial_memory(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for loc in locations:
-            v = init_mem.get(loc)
-            if v is None or isinstance(v, Int):
-                out[loc] = v.value if v is not None else 0
-            elif isinstance(v, Sym):
-                out[loc] = Addr(v.name)
-            elif isinstance(v, LabelRef):
-                out[loc] = Addr(f"P{v.thread}:{v.label}")
-            else:
-                out[loc] = int.from_bytes(arch.encode_insn(v.text), "little")
-        return out
+            _value(arch, None, v)  # an instruction the assembler cannot encode is refused now
+    mem0 = {}
+    for loc in locations:
+        v = init_mem.get(loc)
+        mem0[loc] = (v.value if isinstance(v, Int) else 0 if v is None else Addr(v.name) if isinstance(v, Sym)
+                     else Addr(f"P{v.thread}:{v.label}") if isinstance(v, LabelRef) else _value(arch, None, v))
 
     attrs: dict[str, Any] = {
         "name": f"litmus/{test.name}", "arch": arch_name, "programs": programs,
-        "data": tuple(locations), "caller_loops": False, "complete_when_done": False,
-        "oracles": ("protocol-assert", "guest-fault"), "tasks": {f"P{i}": i for i in range(n)},
-        "variants": {"test": {}}, "expect": {"test": None}, "summary": f"litmus test {test.name}",
-        "initial_memory": initial_memory, "__module__": __name__,
+        "data": tuple(locations), "tasks": {f"P{i}": i for i in range(n)},
+        "summary": f"litmus test {test.name}", "test_name": test.name, "arch_model": arch,
+        "init_regs": init_regs, "cond_regs": cond_regs, "locations": tuple(locations),
+        "quantifier": test.condition.quantifier, "expr": test.condition.expr, "memory0": mem0,
     }
     for i in range(n):
-        attrs[f"P{i}"] = make_task(i)
-    return type(f"Litmus_{len(test.name)}", (Protocol,), attrs), arch
+        attrs[f"P{i}"] = _task(i)
+    return type("LitmusTestProtocol", (LitmusProtocol,), attrs), arch
+
+
+class LitmusProtocol(Protocol):
+    """The base of the protocols `build` makes: what a test needs is class data (the state
+    key reads a coroutine's frame, which holds only the thread's number and its registers)."""
+
+    caller_loops = False
+    complete_when_done = False
+    oracles = ("protocol-assert", "guest-fault")
+    variants = {"test": {}}
+    expect = {"test": None}
+    test_name = ""
+    arch_model: Any = None
+    init_regs: dict = {}
+    cond_regs: dict = {}
+    locations: tuple[str, ...] = ()
+    quantifier = "exists"
+    expr: Any = None
+    memory0: dict = {}
+
+    def initial_memory(self) -> dict[str, Any]:
+        return dict(self.memory0)
+
+    def value(self, k, v: Value) -> int:
+        return _value(self.arch_model, k, v)
+
+    def thread(self, i: int, k):
+        regs = yield k.run_program(f"P{i}", {name: self.value(k, v) for name, v in self.init_regs[i]})
+        # a value-returning atomic: fully ordered, so this thread's stores are in memory
+        yield k.cmpxchg(VERDICT_VAR.format(i), 0, ("final", tuple(regs[r] for r in self.cond_regs[i])))
+        if i:
+            return
+        n = len(self.tasks)
+        got = yield k.wait_until(tuple(VERDICT_VAR.format(j) for j in range(n)),
+                                 lambda *vs: all(v != 0 for v in vs), "every thread's end")
+        seen = {(j, r): got[j][1][x] for j in range(n) for x, r in enumerate(self.cond_regs[j])}
+        for loc in self.locations:
+            seen[(None, loc)] = yield k.load(loc)
+        body = _holds(self.expr, seen, lambda v: self.value(k, v), self.arch_model.program_reg)
+        if body != (self.quantifier == "forall"):
+            yield k.bug(f"{'counterexample of ' if self.quantifier == 'forall' else ''}the final "
+                        f"condition of {self.test_name} reached")
+
+
+def _task(i: int):
+    def task(self, k):  # a function of its own per thread: its closure holds only `i`
+        return (yield from self.thread(i, k))
+    task.__name__ = f"P{i}"
+    return task
+
+
+def _value(arch, k, v: Value) -> int:
+    if isinstance(v, Int):
+        return v.value
+    if isinstance(v, Sym):
+        return k.symbol(v.name)
+    if isinstance(v, LabelRef):
+        return k.symbol(f"P{v.thread}:{v.label}")
+    if isinstance(v, Instr):
+        return int.from_bytes(arch.encode_insn(v.text), "little")
+    raise Unsupported(f"value {v!r}")
 
 
 def _lines(thread) -> tuple[str, ...]:

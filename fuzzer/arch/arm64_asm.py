@@ -29,7 +29,7 @@ _COND = {"EQ": 0, "NE": 1, "CS": 2, "HS": 2, "CC": 3, "LO": 3, "MI": 4, "PL": 5,
 # DMB/DSB CRm; the other CRm values are other instructions (DSB #0 is SSBB) or reserved
 _BARRIER = {"OSHLD": 1, "OSHST": 2, "OSH": 3, "NSHLD": 5, "NSHST": 6, "NSH": 7, "ISHLD": 9,
             "ISHST": 10, "ISH": 11, "LD": 13, "ST": 14, "SY": 15}
-# SYS aliases (CRn = 7): name -> (op1, CRm, op2, takes Xt)
+# DC/IC, aliases of SYS with CRn 7: name -> (op1, CRm, op2[, whether it takes Xt])
 _DC = {"IVAC": (0, 6, 1), "ISW": (0, 6, 2), "CSW": (0, 10, 2), "CISW": (0, 14, 2),
        "ZVA": (3, 4, 1), "CVAC": (3, 10, 1), "CVAU": (3, 11, 1), "CVAP": (3, 12, 1),
        "CIVAC": (3, 14, 1)}
@@ -53,6 +53,7 @@ _EXTEND = {"UXTB": 0, "UXTH": 1, "UXTW": 2, "UXTX": 3, "SXTB": 4, "SXTH": 5, "SX
 _OPERAND_RE = re.compile(r"\[[^\]]*\]!?|[^,]+")
 _LABEL_RE = re.compile(r"([A-Za-z_][\w.]*)\s*:(.*)", re.S)
 _REG_RE = re.compile(r"([WX])([0-9]|[12][0-9]|30)")
+_SP, _ZR = ("SP", "WSP"), ("XZR", "WZR")  # register 31, which of them the field decides
 
 
 # ---- operands ---------------------------------------------------------------------------------
@@ -76,11 +77,11 @@ def _want(ops: list[str], *counts: int) -> None:
 def _reg(tok: str, *, sp: bool = False, zr: bool = True, sf: int | None = None) -> tuple[int, int]:
     """(number, sf) of a general-purpose register; 31 is SP or ZR as the field says."""
     t = tok.strip().upper()
-    if t in ("SP", "WSP"):
+    if t in _SP:
         if not sp:
             raise _Unsupported(f"{tok} cannot be used here")
         num, width = 31, int(t == "SP")
-    elif t in ("XZR", "WZR"):
+    elif t in _ZR:
         if not zr:
             raise _Unsupported(f"{tok} cannot be used here")
         num, width = 31, int(t == "XZR")
@@ -91,14 +92,6 @@ def _reg(tok: str, *, sp: bool = False, zr: bool = True, sf: int | None = None) 
     if sf is not None and width != sf:
         raise _Unsupported(f"{tok} should be {'an X' if sf else 'a W'} register")
     return num, width
-
-
-def _is_sp(tok: str) -> bool:
-    return tok.strip().upper() in ("SP", "WSP")
-
-
-def _is_zr(tok: str) -> bool:
-    return tok.strip().upper() in ("XZR", "WZR")
 
 
 def _imm(tok: str) -> int:
@@ -175,7 +168,11 @@ def _mem(tok: str) -> tuple[str, list[str]]:
 
 # ---- encoders: (mnemonic, operands, pc, labels) -> word --------------------------------------
 def _enc_branch(m: str, ops: list[str], pc: int, labels: Mapping[str, int]) -> int:
-    """The PC-relative forms: B, BL, B.cond, CBZ, CBNZ, TBZ, TBNZ, ADR."""
+    """Branches, and ADR, the other PC-relative form."""
+    if m in ("BR", "BLR", "RET"):
+        _want(ops, *((0, 1) if m == "RET" else (1,)))
+        rn = _reg(ops[0], sf=1)[0] if ops else 30
+        return {"BR": 0xD61F0000, "BLR": 0xD63F0000, "RET": 0xD65F0000}[m] | rn << 5
     if m == "ADR":
         _want(ops, 2)
         imm = _pcrel(ops[1], pc, labels, 21, scale=0)
@@ -192,12 +189,6 @@ def _enc_branch(m: str, ops: list[str], pc: int, labels: Mapping[str, int]) -> i
     bit = _field(_imm(ops[1]), 6 if sf else 5, "bit number")
     return (bit >> 5) << 31 | 0x36000000 | (m == "TBNZ") << 24 | (bit & 31) << 19 | _pcrel(
         ops[2], pc, labels, 14) << 5 | rt
-
-
-def _enc_breg(m: str, ops: list[str], pc: int, labels: Mapping[str, int]) -> int:
-    _want(ops, *((0, 1) if m == "RET" else (1,)))
-    rn = _reg(ops[0], sf=1)[0] if ops else 30
-    return {"BR": 0xD61F0000, "BLR": 0xD63F0000, "RET": 0xD65F0000}[m] | rn << 5
 
 
 def _wide(m: str, rd: int, sf: int, imm: int, shift: int) -> int:
@@ -223,8 +214,8 @@ def _enc_mov(m: str, ops: list[str], pc: int, labels: Mapping[str, int]) -> int:
     rd, sf = _reg(ops[0], sp=True)
     if not ops[1].startswith("#"):
         rm = _reg(ops[1], sp=True, sf=sf)[0]
-        if _is_sp(ops[0]) or _is_sp(ops[1]):  # ADD Rd, Rn, #0, where 31 is SP, never ZR
-            if _is_zr(ops[0]) or _is_zr(ops[1]):
+        if ops[0].upper() in _SP or ops[1].upper() in _SP:  # ADD Rd, Rn, #0, where 31 is SP, never ZR
+            if ops[0].upper() in _ZR or ops[1].upper() in _ZR:
                 raise _Unsupported("a move between SP and the zero register")
             return sf << 31 | 0x11000000 | rm << 5 | rd
         return sf << 31 | 0x2A0003E0 | rm << 16 | rd  # ORR Rd, ZR, Rm
@@ -233,7 +224,7 @@ def _enc_mov(m: str, ops: list[str], pc: int, labels: Mapping[str, int]) -> int:
     if not -(1 << (width - 1)) <= value < 1 << width:
         raise _Invalid(f"immediate {value} does not fit a {width}-bit register")
     value &= (1 << width) - 1
-    if not _is_sp(ops[0]):  # MOVZ/MOVN's Rd 31 is the zero register
+    if ops[0].upper() not in _SP:  # MOVZ/MOVN's Rd 31 is the zero register
         for name, v in (("MOVZ", value), ("MOVN", ~value & ((1 << width) - 1))):
             for shift in range(0, width, 16):
                 if v & ~(0xFFFF << shift) == 0:
@@ -255,11 +246,11 @@ def _enc_addsub(m: str, ops: list[str], pc: int, labels: Mapping[str, int]) -> i
     _want(ops, 3, 4)
     rd, sf = _reg(ops[0], sp=not s)
     rn = _reg(ops[1], sp=True, sf=sf)[0]
-    rd_sp, rn_sp = _is_sp(ops[0]), _is_sp(ops[1])
+    rd_sp, rn_sp = ops[0].upper() in _SP, ops[1].upper() in _SP
     top = sf << 31 | op << 30 | s << 29
     mod, amount = _modifier(ops[3]) if len(ops) == 4 else ("", None)
     if (ops[2].startswith("#") or mod in _EXTEND or rd_sp or rn_sp) and (
-            _is_zr(ops[1]) or (_is_zr(ops[0]) and not s)):
+            ops[1].upper() in _ZR or (ops[0].upper() in _ZR and not s)):
         raise _Unsupported("register 31 is SP in this form, not the zero register")
     if ops[2].startswith("#"):
         imm, sh = _imm(ops[2]), 0
@@ -273,12 +264,9 @@ def _enc_addsub(m: str, ops: list[str], pc: int, labels: Mapping[str, int]) -> i
         if mod not in _EXTEND and mod not in ("", "LSL"):
             raise _Unsupported(f"{ops[3]!r}: with SP only LSL or an extend may follow")
         rm = _reg(ops[2], sf=int(option & 3 == 3) if sf else 0)[0]
-        imm3 = _field(amount or 0, 3, "extend amount")
-        if imm3 > 4:
-            raise _Invalid(f"extend amount {imm3} is more than 4")
-        return top | 0x0B200000 | rm << 16 | option << 13 | imm3 << 10 | rn << 5 | rd
-    if rd_sp:
-        raise _Unsupported("SP cannot be the destination of a shifted-register form")
+        if not 0 <= (amount or 0) <= 4:
+            raise _Invalid(f"extend amount {amount} is not 0..4")
+        return top | 0x0B200000 | rm << 16 | option << 13 | (amount or 0) << 10 | rn << 5 | rd
     return top | 0x0B000000 | _shifted(ops[2:], sf, ror=False) | rn << 5 | rd
 
 
@@ -448,10 +436,9 @@ def _enc_sysreg(m: str, ops: list[str], pc: int, labels: Mapping[str, int]) -> i
     return 0xD5100000 | _sysreg(ops[0]) | _reg(ops[1], sf=1)[0]
 
 
-_Encoder = Callable[[str, list[str], int, Mapping[str, int]], int]
-_ENCODERS: dict[str, _Encoder] = {
-    **dict.fromkeys(("B", "BL", "CBZ", "CBNZ", "TBZ", "TBNZ", *(f"B.{c}" for c in _COND)), _enc_branch),
-    "BR": _enc_breg, "BLR": _enc_breg, "RET": _enc_breg, "ADR": _enc_branch,
+_ENCODERS: dict[str, Callable[[str, list[str], int, Mapping[str, int]], int]] = {
+    **dict.fromkeys(("B", "BL", "BR", "BLR", "RET", "CBZ", "CBNZ", "TBZ", "TBNZ", "ADR",
+                     *(f"B.{c}" for c in _COND)), _enc_branch),
     "MOV": _enc_mov, "MOVZ": _enc_movwide, "MOVN": _enc_movwide, "MOVK": _enc_movwide,
     **dict.fromkeys(_ADDSUB, _enc_addsub), **dict.fromkeys(_LOGICAL, _enc_logical),
     **dict.fromkeys((*_CSEL, "CSET", "CSETM"), _enc_csel), **dict.fromkeys(_LDST, _enc_ldst),
@@ -487,10 +474,12 @@ def assemble_one(text: str, pc: int, labels: Mapping[str, int] | None = None) ->
         raise AsmError(f"unsupported instruction {text!r}: {type(e).__name__}: {e}") from None
 
 
-def assemble(lines: Sequence[str], base: int) -> tuple[bytes, dict[str, int]]:
+def assemble(lines: Sequence[str], base: int,
+             extern: Mapping[str, int] | None = None) -> tuple[bytes, dict[str, int]]:
     """Litmus column lines ("L0:", "L0: B L1", "STR W0,[X1]", "") laid out 4 bytes apiece
     from `base` -> (little-endian code, {label: address}). A label after the last instruction
-    gets base + len(code)."""
+    gets base + len(code). `extern` gives labels defined elsewhere: herd's fault handler column
+    P0.F branches to P0's labels; the column's own labels win."""
     labels: dict[str, int] = {}
     insns: list[tuple[str, int]] = []
     for line in lines:
@@ -504,5 +493,6 @@ def assemble(lines: Sequence[str], base: int) -> tuple[bytes, dict[str, int]]:
             rest = m[2].strip()
         if rest:
             insns.append((rest, base + 4 * len(insns)))
-    code = b"".join(assemble_one(t, pc, labels).to_bytes(4, "little") for t, pc in insns)
+    known = {**(extern or {}), **labels}
+    code = b"".join(assemble_one(t, pc, known).to_bytes(4, "little") for t, pc in insns)
     return code, labels
