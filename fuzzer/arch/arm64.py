@@ -127,7 +127,6 @@ _SAFE_FORMS = frozenset({("msr", "daifset, #2"), ("msr", "daifclr, #2"), ("mov",
 # (mask, value, effect); the register operand of DC/IC is bits [4:0].
 _DMB_KINDS = {3: "mb", 2: "wmb", 1: "rmb", 0: "mb"}  # CRm[1:0]: full, ST, LD (0b00: reserved, SY)
 _EFFECTS = (
-    (0xFFFFF0FF, 0xD503309F, ("fence", "dsb")),  # DSB <option>: every option completes maintenance
     (0xFFFFF0FF, 0xD50330DF, ("sync",)),  # ISB
     (0xFFFFFFE0, 0xD50B7B20, ("maint", "clean", "Rt")),  # DC CVAU, Xt
     (0xFFFFFFE0, 0xD50B7A20, ("maint", "clean", "Rt")),  # DC CVAC, Xt (to the PoC: past the PoU)
@@ -386,6 +385,9 @@ class Arm64(Arch):
         word = word_of(code)
         if word & 0xFFFFF0FF == 0xD50330BF:  # DMB <option>
             return ("fence", _DMB_KINDS[word >> 8 & 3])
+        if word & 0xFFFFF0FF == 0xD503309F:  # DSB <option>: only a full one completes maintenance
+            kind = _DMB_KINDS[word >> 8 & 3]
+            return ("fence", "dsb" if kind == "mb" else kind)
         for mask, value, effect in _EFFECTS:
             if word & mask == value:
                 if effect[-1] == "Rt":  # the address is in register Rt

@@ -40,14 +40,25 @@ class ProgramCpu(UnicornCpu):
         uc.hook_add(unicorn.UC_HOOK_MEM_WRITE, self._on_write, begin=arch.data_base, end=data_end)
         uc.hook_add(unicorn.UC_HOOK_MEM_WRITE, self._on_write, begin=arch.text_base,
                     end=arch.text_base + arch.text_size - 1)
+        uc.hook_add(unicorn.UC_HOOK_MEM_READ, self._on_text_read, begin=arch.text_base,
+                    end=arch.text_base + arch.text_size - 1)
         return eng
 
     def _on_read(self, uc, access, addr, size, value, _):
         # what the load reads is written where it reads, just before it reads (Unicorn loads
         # after the hook returns)
-        v = self._hooks.on_load(self.index, addr, size) & ((1 << 8 * size) - 1)
+        v = self._hooks.on_load(self.index, addr, size)
         off = addr - self._arch.data_base
-        self._data[off:off + size] = v.to_bytes(size, "little")
+        self._data[off:off + size] = ((v or 0) & ((1 << 8 * size) - 1)).to_bytes(size, "little")
+
+    def _on_text_read(self, uc, access, addr, size, value, _):
+        # a data read of code reads memory (not this CPU's fetch view, which the text copy
+        # holds): written where it reads for the load, restored after the instruction
+        v = self._hooks.on_load(self.index, addr, size)
+        if v is not None:
+            off = addr - self._text_base
+            self._cur.text[off:off + size] = (v & ((1 << 8 * size) - 1)).to_bytes(size, "little")
+            self._stored.append((off, size))
 
     def _on_write(self, uc, access, addr, size, value, _):
         self._hooks.on_store(self.index, addr, size, value & ((1 << 8 * size) - 1))

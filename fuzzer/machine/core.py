@@ -229,6 +229,7 @@ class Machine:
         self.epilogue = self.config.epilogue_steps_per_cpu * self.ncpus
         self.tasks_left = 0
         self.memory.reset()
+        self.views.reset()
         self.sync.reset()
         self.traps.reset()
         for s in self.sites.values():

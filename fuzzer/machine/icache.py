@@ -18,6 +18,14 @@ The model (each rule is argued, with its source, in the architecture's RULES):
   taken: `serialize`) raise its floor to that version. An architecture whose data side needs
   no cleaning (arm64 CTR_EL0.IDC) cleans every version as it reaches memory; one whose
   instruction side needs no invalidation (DIC) refills from the point of unification directly.
+* Fetches happen in program order (each no earlier than the one before it), and a version can
+  be fetched only once it is in memory: so once a CPU has fetched a version written at some
+  moment, its later fetches happen after that moment, and return nothing older than what its
+  instruction cache could still hold then: a version at least the refill level of every
+  invalidation completed by then (`Cpu.ival`); with coherent fetches, the version memory held
+  then. Each version is stamped with the moment it reached memory (`SiteState.hist_t`), each
+  completed invalidation with its moment, and each CPU keeps the moment of its latest fetch
+  (`Cpu.ftime`); a context synchronization event moves it to now.
 * A fetch that may still return two different versions of a unit is a concurrent modification
   and execution: where the architecture limits that to a list of instructions
   (`Arch.cmodx_safe`, arm64's CMODX list), any other pair is reported (`cmodx-violation`).
@@ -38,7 +46,9 @@ _PICK = draws.FETCH_VERSION
 
 class MaintainedViews(Views):
     NOT_STATE = {**Views.NOT_STATE, "needs_clean": "the architecture's", "needs_inval": "the architecture's",
-                 "coherent": "the architecture's", "cmodx_safe": "the architecture's"}
+                 "coherent": "the architecture's", "cmodx_safe": "the architecture's",
+                 "clock": "only orders new moments after every recorded one (the recorded ones are "
+                          "in the sites' and CPUs' state)"}
 
     def __init__(self, machine) -> None:
         super().__init__(machine)
@@ -47,10 +57,19 @@ class MaintainedViews(Views):
         self.needs_inval = arch.icache_needs_invalidate
         self.coherent = arch.coherent_fetches
         self.cmodx_safe = arch.cmodx_safe
+        self.clock = 0
+
+    def reset(self) -> None:
+        self.clock = 0
+
+    def tick(self) -> int:
+        self.clock += 1
+        return self.clock
 
     # ---- versions --------------------------------------------------------------------------
     def text_reached(self, site: SiteState) -> None:
         site.hist.append(bytes(site.truth))
+        site.hist_t.append(self.tick())
 
     def pou(self, site: SiteState) -> int:
         """The newest version cleaned to the point of unification."""
@@ -89,12 +108,38 @@ class MaintainedViews(Views):
                 site.pou = max(site.pou, value)
             elif kind == "inval":
                 for c in m.cpus:
-                    c.ilevel[name] = max(c.ilevel.get(name, 0), value)
+                    self._invalidated(c, name, value)
             else:  # every site: this CPU's cache (IC IALLU) or every CPU's (IC IALLUIS)
                 for c in (m.cpus if kind == "inval_all" else (cpu,)):
                     for s, v in zip(m.sites, value):
-                        c.ilevel[s] = max(c.ilevel.get(s, 0), v)
+                        self._invalidated(c, s, v)
         cpu.maint = []
+
+    def order_cleans(self, cpu: Cpu) -> None:
+        """A full DMB: `cpu`'s cache cleans (DC CVAU) before it are performed before anything
+        after it (herd's aarch64.cat bob: DC.CVAU; po; dmb.full; po; M); invalidations still
+        wait for a DSB."""
+        if not any(kind == "clean" for kind, _, _ in cpu.maint):
+            return
+        for kind, name, value in cpu.maint:
+            if kind == "clean":
+                site = self.m.sites[name]
+                site.pou = max(site.pou, value)
+        cpu.maint = [e for e in cpu.maint if e[0] != "clean"]
+
+    def _invalidated(self, c: Cpu, name: str, level: int) -> None:
+        if level > c.ilevel.get(name, 0):
+            c.ilevel[name] = level
+            c.ival[name] = (*c.ival.get(name, ()), (self.tick(), level))
+
+    def inval_level_at(self, cpu: Cpu, name: str, moment: int) -> int:
+        """The refill level of the invalidations of `name` completed on `cpu` by `moment`."""
+        level = 0
+        for t, lvl in cpu.ival.get(name, ()):
+            if t > moment:
+                break
+            level = lvl
+        return level
 
     def serialize(self, cpu: Cpu) -> None:
         """A context synchronization event: fetches from here on see at least what the
@@ -104,6 +149,7 @@ class MaintainedViews(Views):
             lvl = self.level(cpu, site)
             if lvl > floor.get(site.name, 0):
                 floor[site.name] = lvl
+        cpu.ftime = self.clock  # fetches after it happen after it
 
     # ---- fetching ----------------------------------------------------------------------------
     def arrive(self, cpu: Cpu, site: SiteState) -> None:
@@ -112,17 +158,26 @@ class MaintainedViews(Views):
     def before_fetch(self, cpu: Cpu, frame: Frame, site: SiteState, fair: bool) -> None:
         hist = site.hist
         floor = cpu.ifloor.get(site.name, 0)
-        if floor == len(hist) - 1 and cpu.views[site.name] == hist[-1]:
+        newest = len(hist) - 1
+        if floor == newest and cpu.views[site.name] == hist[-1]:
+            cpu.ftime = max(cpu.ftime, site.hist_t[newest])
             return
         unit = self.unit
         view = bytearray(cpu.views[site.name])
         ch = self.m.ch
-        chosen_min = len(hist) - 1
+        ftime = cpu.ftime
+        hist_t = site.hist_t
+        # the versions it may fetch (newest first): in memory by the fetch's moment, which is no
+        # earlier than its last fetch's, and still in its cache then (or memory's, if coherent)
+        allowed = [i for i in range(newest, floor - 1, -1)
+                   if (i == newest or hist_t[i + 1] > ftime if self.coherent
+                       else i >= self.inval_level_at(cpu, site.name, max(ftime, hist_t[i])))]
+        moment = ftime
         for off in range(0, site.size, unit):
             # the distinct versions of this unit it may fetch, newest first
             seen: list[bytes] = []
             at: list[int] = []
-            for i in range(len(hist) - 1, floor - 1, -1):
+            for i in allowed:
                 word = hist[i][off:off + unit]
                 if word not in seen:
                     seen.append(word)
@@ -138,9 +193,8 @@ class MaintainedViews(Views):
             else:
                 pick = 0
             view[off:off + unit] = seen[pick]
-            chosen_min = min(chosen_min, at[pick])
-        if self.coherent and chosen_min > floor:
-            cpu.ifloor[site.name] = chosen_min
+            moment = max(moment, hist_t[at[pick]])
+        cpu.ftime = moment
         self.show(cpu, site, bytes(view))
 
     def candidates(self, cpu: Cpu, site: SiteState) -> list[bytes]:

@@ -252,6 +252,8 @@ class Memory(Part):
             self.drain(cpu, len(cpu.sb))
             if kind == "dsb":
                 self.views.barrier(cpu)
+            elif cpu.maint:
+                self.views.order_cleans(cpu)
         elif kind == "wmb" and cpu.sb and not self.store_in_order:
             cpu.sb_epoch += 1
         m = self.m

@@ -86,16 +86,28 @@ class Programs(Part):
             raise ValueError(f"unknown instruction effect {effect!r}")
 
     # ---- the emulator's memory hooks ---------------------------------------------------------------
-    def on_load(self, idx: int, addr: int, size: int) -> int:
-        """A program on CPU `idx` loads `size` bytes at `addr` of the data region: what it reads."""
+    def on_load(self, idx: int, addr: int, size: int) -> int | None:
+        """A program on CPU `idx` loads `size` bytes at `addr`: what it reads. A data variable as
+        the CPU sees it; code as memory holds it with the CPU's own buffered text stores (a data
+        read, not a fetch); None: whatever the emulator holds there."""
         m = self.m
         cpu = m.cpus[idx]
         var = self.by_addr.get(addr - addr % m.arch.word_size)
-        if var is None:
-            return 0
-        value = self.memory.peek(cpu, var)
+        if var is not None:
+            value = self.memory.peek(cpu, var)
+            if m.observing:
+                m.emit(cpu, ev.Load, var, value)
+            return value
+        out = b""
+        while len(out) < size:
+            site = m.site_containing(addr + len(out))
+            if site is None:
+                return None
+            off = addr + len(out) - site.addr
+            out += self.memory.text_as_seen(cpu, site)[off:off + size - len(out)]
+        value = int.from_bytes(out, "little")
         if m.observing:
-            m.emit(cpu, ev.Load, var, value)
+            m.emit(cpu, ev.Load, m.sym(addr), value)
         return value
 
     def on_store(self, idx: int, addr: int, size: int, value: int) -> None:

@@ -51,7 +51,7 @@ class SiteState:
     """One patch site: its truth bytes and the versions it may legitimately be executed in."""
 
     __slots__ = ("name", "addr", "size", "end", "old", "new", "truth", "intended", "func", "verdicts",
-                 "completed", "hist", "pou", "program")
+                 "completed", "hist", "hist_t", "pou", "program")
     NOT_STATE = {"name": "identity", "addr": "layout", "size": "layout", "end": "layout",
                  "old": "fixed", "new": "fixed", "func": "layout", "program": "layout",
                  "verdicts": "a memo of the fetch verdicts of `intended`"}
@@ -77,6 +77,7 @@ class SiteState:
         # Where instruction fetch is not coherent (machine/icache.py): every version memory
         # held, oldest first, and the newest one cleaned to the point of unification.
         self.hist: list[bytes] = [self.old]
+        self.hist_t: list[int] = [0]  # the moment each version reached memory
         self.pou = 0
 
     def state(self) -> dict:
@@ -133,7 +134,7 @@ class Cpu:
 
     __slots__ = ("idx", "hw", "views", "stale", "frames", "sb", "in_nmi", "preempted_until", "skip",
                  "stop", "code_frame", "k", "plain", "online", "ipis", "stop_req", "preempted", "roaming",
-                 "sb_order", "sb_epoch", "ifloor", "ilevel", "maint")
+                 "sb_order", "sb_epoch", "ifloor", "ilevel", "maint", "ival", "ftime")
     NOT_STATE = {"idx": "identity", "k": "identity", "hw": "read through abstract registers",
                  "stop": "reset before every slice reads it",
                  "plain": "derived from online, ipis, stop_req, preempted and roaming"}
@@ -159,6 +160,10 @@ class Cpu:
         self.ifloor: dict[str, int] = {}
         self.ilevel: dict[str, int] = {}
         self.maint: list = []
+        # ... the invalidations completed here, by site: ((moment, refill level), ...), and
+        # the moment of this CPU's latest fetch (fetches happen in program order)
+        self.ival: dict[str, tuple] = {}
+        self.ftime = 0
         self.in_nmi = False
         self.preempted_until = 0
         self.skip = -1

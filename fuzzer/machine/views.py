@@ -40,8 +40,14 @@ class Views(Part):
     def maintain(self, cpu: Cpu, kind: str, site: str) -> None:
         """Cache maintenance: nothing to do where fetch is coherent with memory."""
 
+    def reset(self) -> None:
+        """A run starts (the fetch model that is not coherent keeps its moments' clock)."""
+
     def barrier(self, cpu: Cpu) -> None:
         """A DSB completes `cpu`'s cache maintenance: none is pending here."""
+
+    def order_cleans(self, cpu: Cpu) -> None:
+        """A full DMB orders `cpu`'s cache cleans: none is pending here."""
 
     def text_reached(self, site: SiteState) -> None:
         """A text store reached memory: every CPU's view of the site may be stale now."""
