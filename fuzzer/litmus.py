@@ -427,19 +427,29 @@ def parse_file(path: str | Path) -> LitmusTest:
     return parse(text, p)
 
 
+# herdtools7's kinds files spell verdicts both ways (tests/kinds.txt has "Allow" and "Allowed")
+_VERDICT_SPELLINGS = {**{v: v for v in VERDICTS}, "Allow": "Allowed", "Forbid": "Forbidden",
+                      "Require": "Required"}
+
+
 def parse_kinds(text: str, path: str = "<string>") -> dict[str, str]:
-    """herdtools7's kinds.txt: `name Allowed|Forbidden|Required` a line."""
+    """herdtools7's kinds.txt: `name Allowed|Forbidden|Required` a line (or Allow, Forbid,
+    Require); a test listed twice with the same verdict is one entry, one named with no
+    verdict has none."""
     kinds: dict[str, str] = {}
     for lineno, line in enumerate(_strip_comments(text, path).split("\n"), 1):
         words = line.split("#", 1)[0].split()
         if not words:
             continue
-        if len(words) != 2 or words[1] not in VERDICTS:
+        if len(words) == 1:  # a test named with no verdict (the catalogue has one): none to compare
+            continue
+        verdict = _VERDICT_SPELLINGS.get(words[1]) if len(words) == 2 else None
+        if verdict is None:
             raise LitmusError(path, lineno, f"expected '<name> Allowed|Forbidden|Required', "
                                             f"found {line.strip()!r}")
-        if words[0] in kinds:
+        if kinds.get(words[0], verdict) != verdict:
             raise LitmusError(path, lineno, f"test {words[0]!r} has two verdicts")
-        kinds[words[0]] = words[1]
+        kinds[words[0]] = verdict
     return kinds
 
 
