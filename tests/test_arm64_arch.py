@@ -194,7 +194,8 @@ def test_every_rule_names_its_source():
     text = " ".join(r.what + " " + r.source for r in rules)
     for needle in ("B2.2.5", "SM.B+isb", "coFF", "caches_clean_inval_pou", "isb()",
                    "aarch64_insn_patch_text_cb", "KPROBES_BRK_IMM", "ICC_PMR_EL1", "DMB ISHST",
-                   "CTR_EL0", "context synchronization"):
+                   "CTR_EL0", "context synchronization", "IC-ob", "coFF+cachesync",
+                   "DC.CVAU; po; dmb.full", "2SM.B+dmb.sy-dsb.ish-ic.vau-dsb.ish+dmb.sy"):
         assert needle in text, needle
 
 

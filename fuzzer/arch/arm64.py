@@ -241,8 +241,8 @@ class Arm64(Arch):
         ),
         Rule(
             "Architecture options (OPTIONS, --arch-opt): idc (CTR_EL0.IDC=1) drops the DC CVAU requirement; dic "
-            "(CTR_EL0.DIC=1) drops the IC IVAU requirement and makes fetches of a location "
-            "coherent. Neither removes the context synchronization event on the fetching CPU. "
+            "(CTR_EL0.DIC=1) drops the IC IVAU requirement and makes fetches read memory "
+            "(coherent, and in program order: rule below). Neither removes the context synchronization event on the fetching CPU. "
             "Unicorn's CPUs all report IDC=DIC=0, the default.",
             "Arm ARM register description 'CTR_EL0, Cache Type Register' (IDC bit 28, DIC bit "
             "29); herd/libdir/aarch64.cat IC-ca and "
@@ -298,6 +298,33 @@ class Arm64(Arch):
             "drain before them), never the CPU's other buffered stores.",
             "Arm ARM D7.5 (data cache maintenance by VA is ordered after earlier stores to the "
             "same location in program order); herd/libdir/aarch64.cat DC-after.",
+        ),
+        Rule(
+            "Instruction fetches happen in program order, each no earlier than the one before it, "
+            "and a version is fetched only once it is in memory: after a CPU fetched a version "
+            "written at some moment, its later fetches return nothing its instruction cache could "
+            "not hold at that moment (nothing older than an invalidation completed by then), and "
+            "with DIC nothing older than memory held then. A context synchronization event moves "
+            "the CPU's fetch moment to now.",
+            "herd/libdir/aarch64.cat IC-ob ([Instr & R]; po; [Instr & R]; IC-after; IC; po; "
+            "dsb.full) and Instr-read-ordered-before ('if \"DIC\" then ca'); Simner et al., ESOP "
+            "2020 (fetches in program order); catalogue aarch64-ifetch: coFF+cachesync Forbidden, "
+            "DIC1.MP.FF+dmb.st+po Forbidden, coFF Allowed.",
+        ),
+        Rule(
+            "A full DMB (ISH, OSH, SY) orders an earlier DC CVAU before every later access: the "
+            "clean is performed before a later store is visible. Invalidations (IC) still need a "
+            "DSB to complete, and only a full DSB completes maintenance (DSB LD and DSB ST order "
+            "loads or stores only).",
+            "herd/libdir/aarch64.cat bob (DC.CVAU; po; dmb.full; po; M) and C_IC (IC; po; "
+            "dsb.full); Arm ARM D7.5 (cache maintenance ordering by DMB); catalogue "
+            "aarch64-ifetch: MP.RF+dc.cvau-dmb.ish+dsb.ish-ic.ivau-dsb.ish-isb Forbidden.",
+        ),
+        Rule(
+            "A data read of code (LDR from an instruction's address) reads memory as the CPU "
+            "sees it (its own buffered stores included), not what its instruction fetch sees.",
+            "Arm ARM B2.2.5 and D7.5 (instruction and data accesses are separate observers); "
+            "catalogue aarch64-ifetch: 2SM.B+dmb.sy-dsb.ish-ic.vau-dsb.ish+dmb.sy Allowed.",
         ),
         Rule(
             "LIMITATION of this model: a CPU's loads run in program order and read memory (or "
