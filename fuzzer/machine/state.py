@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections import deque
 from dataclasses import dataclass, field, fields
-from functools import cached_property
+from functools import cache, cached_property
 from typing import Any
 
 from ..oracles import Finding
@@ -38,6 +38,7 @@ class Config:
         return out
 
 
+@cache
 def _state_slots(cls: type) -> tuple[str, ...]:
     names: list[str] = []
     for klass in reversed(cls.__mro__):
@@ -45,6 +46,9 @@ def _state_slots(cls: type) -> tuple[str, ...]:
         names.extend([own] if isinstance(own, str) else own)
     skip = getattr(cls, "NOT_STATE", {})
     return tuple(n for n in names if n not in skip and n not in ("__dict__", "__weakref__"))
+
+
+_PRISTINE = {"pristine": True}
 
 
 class SiteState:
@@ -81,6 +85,8 @@ class SiteState:
         self.pou = 0
 
     def state(self) -> dict:
+        if len(self.hist) == 1 and self.truth == self.old and len(self.intended) == 1 and self.completed is None:
+            return _PRISTINE  # never written (a program's instructions mostly are): one constant
         out = {n: getattr(self, n) for n in _state_slots(type(self))}
         out["truth"] = bytes(self.truth)
         out["intended"] = tuple(sorted(self.intended))

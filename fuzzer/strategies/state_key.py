@@ -152,7 +152,11 @@ class StateKey:
         if t in _PRIMITIVE:
             return v
         if t is tuple:
-            return ("t", *(self.val(x) for x in v))
+            prim = _PRIMITIVE
+            for x in v:
+                if type(x) not in prim:
+                    return ("t", *(self.val(x) for x in v))
+            return ("t", *v)  # the common case: registers, stack bytes, versions
         if t is bytearray:
             return ("ba", bytes(v))
         if t is SiteState:
