@@ -116,9 +116,19 @@ def test_handlers_can_retry_detour_or_single_step(variant):
     i = traps[0]
     cpu = r.events[i].cpu
     after = [e for e in r.events[i + 1:] if e.cpu == cpu]
+    answers = [e for e in after if type(e) is ev.TrapAnswer]
+    assert answers, "the handler's answer is not in the trace"
+    a = answers[0]
+    text = a.text(r.renderer)
     if variant == "retry":
+        assert a.how == "retry" and a.target == site.addr and "runs again" in text
         assert any(type(e) is ev.Fetch and e.site == "fentry" and e.off == 0 for e in after)
-    assert m.cpus[cpu].hw is not None and site.addr
+    elif variant == "detour":
+        assert a.how == "detour" and a.target == m.image.symbols["ftrace_caller"]
+        assert "detours to ftrace_caller" in text
+    else:  # the old instruction out of line, then on after it
+        assert a.how == "single_step" and a.insn == site.old
+        assert a.target == site.addr + len(site.old) and "single-steps" in text
 
 
 def test_detour_names_a_symbol_that_exists():

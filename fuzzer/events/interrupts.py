@@ -103,6 +103,25 @@ class TrapEmulates(Event):
 
 
 @dataclass(slots=True, eq=False)
+class TrapAnswer(Event):
+    """A handler's answer other than emulating a whole site version: what runs next."""
+
+    how: str  # single_step, retry, detour
+    insn: bytes
+    addr: int
+    target: int
+    category: ClassVar[str] = "trap"
+
+    def text(self, r: Renderer) -> str:
+        if self.how == "single_step":
+            return (f"{r.trap} handler single-steps {r.disasm(self.insn, self.addr)} out of line, "
+                    f"resumes at {r.sym(self.addr + len(self.insn))}")
+        if self.how == "retry":
+            return f"{r.trap} handler retries: {r.sym(self.addr)} runs again"
+        return f"{r.trap} handler detours to {r.sym(self.target)}"
+
+
+@dataclass(slots=True, eq=False)
 class TrapReturn(Event):
     category: ClassVar[str] = "trap"
 

@@ -134,11 +134,18 @@ class Traps(Part):
                 kind, target = self.fetch.semantics(insn, addr)
                 code.pc = hw.emulate(kind, target, addr + len(insn))
                 if m.observing:
-                    m.emit(cpu, ev.TrapEmulates, insn, addr)
+                    if t is ops.Emulate:
+                        m.emit(cpu, ev.TrapEmulates, insn, addr)
+                    else:
+                        m.emit(cpu, ev.TrapAnswer, "single_step", insn, addr, code.pc)
             elif t is ops.Retry:
                 code.pc = hw.emulate("jmp", addr, addr)
+                if m.observing:
+                    m.emit(cpu, ev.TrapAnswer, "retry", b"", addr, addr)
             elif t is ops.Detour:
                 code.pc = hw.emulate("jmp", answer.target, addr)
+                if m.observing:
+                    m.emit(cpu, ev.TrapAnswer, "detour", b"", addr, answer.target)
             else:
                 raise TypeError(f"trap handler returned {answer!r}; expected NOT_MINE, k.emulate(), "
                                 "k.single_step(), k.retry() or k.detour()")
