@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fuzzer import litmus as L
-from fuzzer.litmus import And, Atom, Instr, Int, LabelRef, LitmusError, Not, Or, Sym
+from fuzzer.litmus import And, Atom, Instr, Int, LabelRef, LitmusError, Not, Or, Sym, parse, parse_kinds
 
 DATA = Path(__file__).parent / "data" / "litmus" / "aarch64-ifetch"
 FILES = sorted(DATA.glob("*/*.litmus"))
@@ -223,3 +223,17 @@ def test_random_mutations_raise_only_litmus_error() -> None:
             assert L.parse(L.format(t)) == t
             outcomes["parsed"] += 1
     assert outcomes["parsed"] and outcomes["error"]
+
+
+def test_label_values_in_herds_other_spelling_and_header_values_of_several_words():
+    t = parse('AArch64 t\nCacheType=IDC DIC\n{ 0:X1=label:"P1:L0"; }\n P0 | P1 ;\n NOP | L0: NOP ;\n'
+              'exists 0:X1=1\n')
+    assert t.headers == {"CacheType": "IDC DIC"}
+    assert t.init[0].value == LabelRef(1, "L0")
+
+
+def test_kinds_files_as_the_catalogue_writes_them():
+    kinds = parse_kinds("a Allow\nb Forbid\nc Require\nd Allowed\nd Allowed\ne\n", "kinds.txt")
+    assert kinds == {"a": "Allowed", "b": "Forbidden", "c": "Required", "d": "Allowed"}
+    with pytest.raises(LitmusError, match="kinds.txt:2: test 'a' has two verdicts"):
+        parse_kinds("a Allowed\na Forbidden\n", "kinds.txt")
