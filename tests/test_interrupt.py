@@ -2,6 +2,7 @@
 schedules stored, new buckets minimized (briefly), the summary printed, the campaign closed as
 interrupted, exit 130."""
 
+import json
 import os
 import signal
 import subprocess
@@ -98,7 +99,7 @@ def test_a_second_interrupt_skips_minimization_and_keeps_the_rest(tmp_path, monk
         timer.cancel()
     assert r.exit_code == 130, r.output
     assert minimizing == [INTERRUPTED_MINIMIZE_RUNS]  # the short budget, and only one bucket tried
-    assert "minimization skipped" in r.stderr
+    assert "minimization skipped" in r.stderr and "the next `patchfuzz fuzz`" in r.stderr
     assert "distinct findings" in r.stdout
     d = db.open_db(url)
     try:
@@ -106,5 +107,20 @@ def test_a_second_interrupt_skips_minimization_and_keeps_the_rest(tmp_path, monk
         buckets = db.list_buckets(d)
         assert buckets and not any(b["minimized"] for b in buckets)
         assert sum(b["count"] for b in buckets) > len(buckets)
+    finally:
+        d.close()
+
+    # as the message says: the next campaign that meets those buckets minimizes them
+    monkeypatch.undo()
+    again = CliRunner().invoke(main, ["fuzz", SPEC, "--strategy", "random", "--schedules", "500",
+                                      "--minimize-runs", "200", "--db", url, "--json"])
+    assert again.exit_code == 0, again.output
+    met = {c["signature"] for c in json.loads(again.stdout)["crashes"]}
+    d = db.open_db(url)
+    try:
+        old = {b["signature"]: b for b in buckets}
+        assert met & set(old), "the second campaign met none of the first one's buckets"
+        now = {b["signature"]: b for b in db.list_buckets(d)}
+        assert all(now[sig]["minimized"] for sig in met & set(old)), now
     finally:
         d.close()

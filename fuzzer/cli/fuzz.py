@@ -69,13 +69,14 @@ class _CrashStore:
                 self._store(rec, rec.hits - 1)
         if res.interrupted:  # the user is waiting: a short budget
             minimize_runs = min(minimize_runs, INTERRUPTED_MINIMIZE_RUNS)
-        if minimize_runs and self.new_bucket_ids:
+        pending = self._pending() if minimize_runs else {}
+        if pending:
             if interrupts.count > res.interrupted:  # another signal came while counts were stored
                 self._skip_minimization(res)
             else:
                 try:
                     with interrupts.stoppable():
-                        self._minimize(minimize_runs, interrupts)
+                        self._minimize(pending, minimize_runs, interrupts)
                 except KeyboardInterrupt:
                     self._skip_minimization(res)
         stats = dict(res.stats)
@@ -88,10 +89,16 @@ class _CrashStore:
             findings=sum(r.hits for r in res.crashes.values()), unique_findings=len(res.crashes),
             new_buckets=self.new_buckets, stats=stats)
 
-    def _minimize(self, runs: int, interrupts: Interrupts) -> None:
-        """New buckets get their smallest reproducer right away."""
+    def _pending(self) -> dict[int, bytes]:
+        """The buckets to minimize: the new ones, and those this campaign met again that an
+        earlier campaign left unminimized (interrupted twice, or --minimize-runs 0), each with
+        this campaign's own schedule for it (as a farm job does for a killed attempt's)."""
+        return {**self._db_mod.unminimized_buckets(self.db, self.campaign), **self.new_bucket_ids}
+
+    def _minimize(self, pending: dict[int, bytes], runs: int, interrupts: Interrupts) -> None:
+        """Buckets get their smallest reproducer right away."""
         sig_of = {b: sig for sig, b in self.bucket_of.items()}
-        for bucket, schedule in self.new_bucket_ids.items():
+        for bucket, schedule in sorted(pending.items()):
             if interrupts.count > 1:  # its KeyboardInterrupt was lost in a __del__
                 raise KeyboardInterrupt
             small, extra = self.records.minimized(schedule, runs)
@@ -102,8 +109,8 @@ class _CrashStore:
     @staticmethod
     def _skip_minimization(res: CampaignResult) -> None:
         res.interrupted = True
-        err_console.print("minimization skipped (interrupted again); `patchfuzz crashes minimize` "
-                          "does it later", highlight=False)
+        err_console.print("minimization skipped (interrupted again); the next `patchfuzz fuzz` of this "
+                          "protocol that meets these buckets minimizes them", highlight=False)
 
 
 INTERRUPTED_MINIMIZE_RUNS = 300  # runs per new bucket after an interrupt
