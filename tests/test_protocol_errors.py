@@ -182,3 +182,43 @@ def test_atheris_stops_at_a_protocol_error_and_keeps_its_schedule(tmp_path):
     assert "Traceback" not in p.stderr
     again = _cli(d, "run", "mine/spins:late", "--schedule", out["error"]["schedule"], "--op-timeout", "0.3")
     assert again.returncode == 3
+
+
+TEARS = '''
+from fuzzer.arch.x86_64 import NOP5
+from fuzzer.protocol import Call, Protocol, Site
+
+
+class Tears(Protocol):
+    name = "mine/tears"
+    sites = {"fentry": Site(old=NOP5, new=Call("ftrace_caller"))}
+    variants = {"bug": {}}
+    expect = {"bug": "torn-fetch"}
+
+    def patcher(self, k):
+        yield k.poke("fentry", k.site("fentry").new)  # not atomic: torn by fetches
+'''
+
+
+def test_a_stored_finding_replayed_after_the_protocol_broke_is_a_protocol_error(tmp_path):
+    """crashes repro and minimize replay a schedule too: a protocol edited into an error since the
+    finding was stored is neither "clean" nor "does not reproduce"."""
+    import json
+
+    d = _user_dir(tmp_path, TEARS)
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    found = _cli(d, "fuzz", "mine/tears:bug", "--strategy", "random", "--schedules", "300", "--db", url,
+                 "--minimize-runs", "50", "--json")
+    crash = json.loads(found.stdout)["crashes"][0]
+    assert _cli(d, "crashes", "repro", "1", "--db", url).returncode == 0
+    mine = d / "mine.py"
+    mine.write_text(mine.read_text().replace("        yield k.poke(", "        1 / 0  # BROKEN\n        yield k.poke("))
+    line = mine.read_text().splitlines().index("        1 / 0  # BROKEN") + 1
+    for args in (["crashes", "repro", "1", "--db", url],
+                 ["minimize", "mine/tears:bug", "--schedule", crash["schedule"]]):
+        p = _cli(d, *args)
+        assert p.returncode == 3, (args, p.stdout, p.stderr)
+        assert f"PROTOCOL ERROR at {mine}:{line}: ZeroDivisionError" in p.stdout, p.stdout
+        assert "clean" not in p.stdout and "Traceback" not in p.stderr
+    p = _cli(d, "minimize", "mine/tears:bug", "--schedule", crash["schedule"], "--json")
+    assert p.returncode == 3 and json.loads(p.stdout)["error"]["where"] == f"{mine}:{line}"

@@ -3,7 +3,10 @@ stop_machine option, the focused trace, the error console, the crash database.""
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -17,6 +20,18 @@ err_console = console(stderr=True)
 
 
 EXIT_PROTOCOL_ERROR = 3  # the protocol's own code went wrong: neither clean (0) nor a finding (1)
+
+
+def exit_protocol_error(error, as_json: bool = False) -> NoReturn:
+    """A replay ended in the protocol's own error (a ProtocolError): `run`'s report, exit 3, never
+    a verdict (neither "clean" nor "does not reproduce")."""
+    if as_json:
+        click.echo(json.dumps({"verdict": "error", "error": error.to_dict()}, indent=2))
+    else:
+        click.echo(f"PROTOCOL ERROR at {error.where}: {error.what}")
+        click.echo("  the protocol's own code went wrong (not a verdict about the scheme); fix it and "
+                   "replay this schedule")
+    sys.exit(EXIT_PROTOCOL_ERROR)
 
 
 op_timeout_option = click.option(

@@ -16,6 +16,7 @@ from .common import (
     check_timeline,
     db_option,
     diagram_option,
+    exit_protocol_error,
     focused_view,
     open_db,
     race_diagram,
@@ -160,7 +161,10 @@ def crashes_repro(bucket_id, db_url) -> None:
         raise UserError(f"bucket {bucket_id}'s reproducer uses schedule format {sample['schedule_format']}; "
                         f"this engine reads format {SCHEDULE_FORMAT}")
     machine = _sample_machine(b, sample)
-    f = machine.run(bytes(sample["schedule"])).finding
+    r = machine.run(bytes(sample["schedule"]))
+    if r.error is not None:
+        exit_protocol_error(r.error)
+    f = r.finding
     if f is not None and f.signature == b["signature"]:
         click.echo(f"reproduces: [{f.oracle}] {f.title}")
         return

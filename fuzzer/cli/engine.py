@@ -23,6 +23,7 @@ from .common import (
     build_machine,
     check_timeline,
     diagram_option,
+    exit_protocol_error,
     focused,
     op_timeout_option,
     race_diagram,
@@ -208,7 +209,10 @@ def minimize_cmd(spec: str, schedule: str, cpus: int, max_runs: int, order: str,
         raise UserError(f"--max-runs must be positive, got {max_runs}")
     data = read_schedule(schedule)
     machine = build_machine(spec, cpus, stop_machine_serializes, arch_opts=arch_opts)
-    f = machine.run(data).finding
+    r = machine.run(data)
+    if r.error is not None:
+        exit_protocol_error(r.error, as_json)
+    f = r.finding
     if f is None:
         raise UserError("that schedule runs clean on this protocol and configuration: nothing to minimize")
     small, before, after, runs = minimize(machine, data, max_runs=max_runs, order=order)
