@@ -59,10 +59,14 @@ def check_supported(test: LitmusTest) -> str:
     return arch
 
 
-def build(test: LitmusTest) -> tuple[type[Protocol], Any]:
-    """The protocol class that runs `test`, and its architecture model."""
+def build(test: LitmusTest, options: tuple[str, ...] = ()) -> tuple[type[Protocol], Any]:
+    """The protocol class that runs `test`, and its architecture model (with the test's
+    CacheType and `options`, more of the model's OPTIONS)."""
     arch_name = check_supported(test)
-    arch = get_arch(arch_name, arch_options(test))
+    try:
+        arch = get_arch(arch_name, tuple(dict.fromkeys((*arch_options(test), *options))))
+    except ValueError as e:  # an option the model does not have
+        raise Unsupported(str(e)) from None
     threads = sorted(test.threads, key=lambda t: t.index)
     if [t.index for t in threads] != list(range(len(threads))):
         raise Unsupported("threads are not numbered P0, P1, ... in order")

@@ -89,12 +89,13 @@ def has_loop(test: LitmusTest) -> bool:
 
 
 def run_test(test: LitmusTest, expected: str | None = None, max_runs: int = 0,
-             seconds: float = 0.0) -> Outcome:
-    """Run one test to a verdict (`max_runs`/`seconds`: 0 for no limit)."""
+             seconds: float = 0.0, options: tuple[str, ...] = ()) -> Outcome:
+    """Run one test to a verdict (`max_runs`/`seconds`: 0 for no limit; `options`: more of
+    the architecture model's OPTIONS than the test's CacheType asks for)."""
     t0 = time.perf_counter()
     out = Outcome(name=test.name, path=test.path, verdict="unsupported", expected=expected)
     try:
-        proto, arch = build(test)
+        proto, arch = build(test, options)
     except Unsupported as e:
         out.reason = str(e)
         out.seconds = time.perf_counter() - t0

@@ -132,7 +132,6 @@ _EFFECTS = (
     (0xFFFFFFE0, 0xD50B7A20, ("maint", "clean", "Rt")),  # DC CVAC, Xt (to the PoC: past the PoU)
     (0xFFFFFFE0, 0xD50B7E20, ("maint", "clean", "Rt")),  # DC CIVAC, Xt
     (0xFFFFFFE0, 0xD50B7520, ("maint", "inval", "Rt")),  # IC IVAU, Xt (broadcast)
-    (0xFFFFFFFF, 0xD508751F, ("maint", "inval_local", None)),  # IC IALLU
     (0xFFFFFFFF, 0xD508711F, ("maint", "inval_all", None)),  # IC IALLUIS (broadcast)
     (0x3FFFFC00, 0x089FFC00, ("release",)),  # STLR, STLRB, STLRH (any size)
     (0xFFFFFFFF, 0xD69F03E0, ("sync",)),  # ERET: exception return is context synchronizing
@@ -158,6 +157,8 @@ class Arm64(Arch):
         "dic": "CTR_EL0.DIC=1: written code needs no instruction cache invalidation (IC IVAU may "
                "be left out; the fetching CPU still needs a context synchronization event), and "
                "fetches of one location are coherent",
+        "fb": "HCR_EL2.FB=1 (a guest under KVM): IC IALLU is broadcast to the Inner Shareable "
+              "domain as IC IALLUIS is, instead of invalidating the executing CPU's cache only",
     }
     # Call targets 32 MiB above the text, 0x40404 bytes (257 KiB, 0x10101 words) apart, so that
     # BLs from one site to targets k apart differ by k*0x010101 in imm26: for k < 255 each of
@@ -315,10 +316,14 @@ class Arm64(Arch):
             "A full DMB (ISH, OSH, SY) orders an earlier DC CVAU before every later access: the "
             "clean is performed before a later store is visible. Invalidations (IC) still need a "
             "DSB to complete, and only a full DSB completes maintenance (DSB LD and DSB ST order "
-            "loads or stores only).",
+            "loads or stores only: DSB ST waits for the earlier stores to complete, so they drain). "
+            "IC IALLU invalidates the executing CPU's instruction cache only; with the option fb "
+            "(HCR_EL2.FB=1, a KVM guest) every CPU's, as IC IALLUIS.",
             "herd/libdir/aarch64.cat bob (DC.CVAU; po; dmb.full; po; M) and C_IC (IC; po; "
-            "dsb.full); Arm ARM D7.5 (cache maintenance ordering by DMB); catalogue "
-            "aarch64-ifetch: MP.RF+dc.cvau-dmb.ish+dsb.ish-ic.ivau-dsb.ish-isb Forbidden.",
+            "dsb.full); Arm ARM D7.5 (cache maintenance ordering by DMB), C6.2 DSB, and the "
+            "system register description of IC IALLU and HCR_EL2.FB; catalogue aarch64-ifetch: "
+            "MP.RF+dc.cvau-dmb.ish+dsb.ish-ic.ivau-dsb.ish-isb Forbidden, SB.RF+dmb+dsb.st-"
+            "cachesync-isb Forbidden.",
         ),
         Rule(
             "A data read of code (LDR from an instruction's address) reads memory as the CPU "
@@ -367,6 +372,7 @@ class Arm64(Arch):
         self.icache_needs_clean = "idc" not in options
         self.icache_needs_invalidate = "dic" not in options
         self.coherent_fetches = "dic" in options
+        self.iallu = "inval_all" if "fb" in options else "inval_local"
 
     # ---- instructions ----------------------------------------------------------------------
     def encode_call(self, site_addr: int, target: int) -> bytes:
@@ -414,7 +420,10 @@ class Arm64(Arch):
             return ("fence", _DMB_KINDS[word >> 8 & 3])
         if word & 0xFFFFF0FF == 0xD503309F:  # DSB <option>: only a full one completes maintenance
             kind = _DMB_KINDS[word >> 8 & 3]
-            return ("fence", "dsb" if kind == "mb" else kind)
+            # DSB ST waits for earlier stores to complete: they drain (DMB ST only orders them)
+            return ("fence", {"mb": "dsb", "wmb": "drain"}.get(kind, kind))
+        if word == 0xD508751F:  # IC IALLU: local, or broadcast with HCR_EL2.FB
+            return ("maint", self.iallu, None)
         for mask, value, effect in _EFFECTS:
             if word & mask == value:
                 if effect[-1] == "Rt":  # the address is in register Rt

@@ -321,7 +321,7 @@ class Arch:
     def insn_effect(self, code: bytes) -> tuple | None:
         """What executing `code` does to the memory and fetch models beyond its loads and
         stores (which the emulator reports): ("fence", kind) with kind one of "mb", "wmb",
-        "rmb", "dsb"; ("sync",) a context synchronization; ("maint", kind, reg) cache
+        "rmb", "dsb", "drain" (the stores complete, nothing else); ("sync",) a context synchronization; ("maint", kind, reg) cache
         maintenance of the address in register `reg` ("clean", "inval") or ("maint",
         "inval_local", None); ("release",): its store is a store-release. None: nothing."""
         return None

@@ -94,8 +94,11 @@ def table(outcomes: list[Outcome]) -> Table:
               help="Runs per test before its search is cut short (inconclusive); 0: no limit.")
 @click.option("--seconds", type=Seconds(zero_ok=True), default=0.0, show_default=True,
               help="Seconds per test before its search is cut short (inconclusive); 0: no limit.")
+@click.option("--arch-opt", "arch_opts", multiple=True, metavar="OPTION",
+              help="Switch on an option of the architecture model for every test, besides what its "
+                   "CacheType header asks for (`patchfuzz rules ARCH` lists them; repeatable).")
 def litmus(paths: tuple[str, ...], expect_path: str | None, as_json: bool, junit_path: str | None,
-           max_runs: int, seconds: float) -> None:
+           max_runs: int, seconds: float, arch_opts: tuple[str, ...]) -> None:
     """Run herd7 litmus tests (files, or directories of .litmus files) on the architecture
     model their header names: Allowed if the final condition is reached, Forbidden if an
     exhaustive search within the bounds the JSON reports never reaches it. Exit 1 if any
@@ -113,7 +116,8 @@ def litmus(paths: tuple[str, ...], expect_path: str | None, as_json: bool, junit
             continue
         if not as_json and sys.stderr.isatty():
             err.print(f"[dim]{test.name} ...[/]", end="\r")
-        outcomes.append(run_test(test, expect.get(test.name), max_runs=max_runs, seconds=seconds))
+        outcomes.append(run_test(test, expect.get(test.name), max_runs=max_runs, seconds=seconds,
+                                 options=arch_opts))
     s = summary(outcomes)
     if as_json:
         click.echo(json.dumps({"summary": s, "tests": [o.to_dict() for o in outcomes]}, indent=1))

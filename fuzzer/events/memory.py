@@ -62,10 +62,10 @@ class Drain(Event):
 
 @dataclass(slots=True, eq=False)
 class Fence(Event):
-    kind: str  # mb, wmb, rmb, dsb
+    kind: str  # mb, wmb, rmb, dsb, drain (DSB ST)
 
     def text(self, r: Renderer) -> str:
-        return "dsb(ish)" if self.kind == "dsb" else f"smp_{self.kind}()"
+        return {"dsb": "dsb(ish)", "drain": "dsb(st)"}.get(self.kind) or f"smp_{self.kind}()"
 
 
 _CACHE_OPS = {"clean": "dc cvau", "inval": "ic ivau", "inval_local": "ic iallu", "inval_all": "ic ialluis"}

@@ -12,8 +12,9 @@ The model (each rule is argued, with its source, in the architecture's RULES):
 * A write becomes visible to instruction fetch in steps: cleaned to the point of unification
   (`dc_cvau`, done at the writer's next DSB: `SiteState.pou`), then the instruction caches are
   invalidated (`ic_ivau` on every CPU, `ic_iallu` on the issuing CPU only, IC IALLUIS on every
-  CPU, done at the issuer's
-  next DSB: `Cpu.ilevel`, the version an invalidated cache refills from), and only then does a
+  CPU, done at the issuer's next DSB: `Cpu.ilevel`, the version an invalidated cache refills
+  from, which is what the point of unification holds when the invalidation completes), and
+  only then does a
   context synchronization event on the fetching CPU (ISB, exception entry or return, an IPI
   taken: `serialize`) raise its floor to that version. An architecture whose data side needs
   no cleaning (arm64 CTR_EL0.IDC) cleans every version as it reaches memory; one whose
@@ -88,10 +89,9 @@ class MaintainedViews(Views):
             self.memory.drain_site(cpu, site)
             cpu.maint.append(("clean", site.name, len(site.hist) - 1))
         elif kind == "inval":
-            site = m.sites[name]
-            cpu.maint.append(("inval", site.name, self.pou(site)))
+            cpu.maint.append(("inval", m.sites[name].name, None))
         elif kind in ("inval_local", "inval_all"):
-            cpu.maint.append((kind, "", tuple(self.pou(s) for s in m.sites.values())))
+            cpu.maint.append((kind, "", None))
         else:
             raise ValueError(f"unknown cache maintenance {kind!r}")
         if m.observing:
@@ -107,12 +107,16 @@ class MaintainedViews(Views):
                 site = m.sites[name]
                 site.pou = max(site.pou, value)
             elif kind == "inval":
+                # an invalidated line refills from the point of unification as it is once the
+                # invalidation has completed (or later)
+                level = self.pou(m.sites[name])
                 for c in m.cpus:
-                    self._invalidated(c, name, value)
+                    self._invalidated(c, name, level)
             else:  # every site: this CPU's cache (IC IALLU) or every CPU's (IC IALLUIS)
+                levels = [(s.name, self.pou(s)) for s in m.sites.values()]
                 for c in (m.cpus if kind == "inval_all" else (cpu,)):
-                    for s, v in zip(m.sites, value):
-                        self._invalidated(c, s, v)
+                    for name_, level in levels:
+                        self._invalidated(c, name_, level)
         cpu.maint = []
 
     def order_cleans(self, cpu: Cpu) -> None:

@@ -243,7 +243,7 @@ class Memory(Part):
         self.m.advance(cpu, frame, None)
 
     def fence(self, cpu: Cpu, kind: str) -> None:
-        """A barrier of `kind` (mb, wmb, rmb, dsb) on `cpu`, from a protocol or a program."""
+        """A barrier of `kind` (mb, wmb, rmb, dsb, drain) on `cpu`, from a protocol or a program."""
         # A full barrier drains (a later load must not read before an earlier store is
         # visible). x86-TSO: wmb/rmb are compiler barriers. Out of order: a store barrier makes
         # a new epoch no store passes; loads run in program order, so a read barrier adds
@@ -256,6 +256,8 @@ class Memory(Part):
                 self.views.order_cleans(cpu)
         elif kind == "wmb" and cpu.sb and not self.store_in_order:
             cpu.sb_epoch += 1
+        elif kind == "drain":  # the earlier stores complete, nothing else is ordered (DSB ST)
+            self.drain(cpu, len(cpu.sb))
         m = self.m
         if m.observing:
             m.emit(cpu, ev.Fence, kind)
