@@ -24,7 +24,7 @@ from .protocol import Addr, Protocol
 # catalogue files its CacheType=DIC tests under DIC1-IDC1)
 CACHE_TYPES = {"DIC": ("dic", "idc"), "IDC": ("idc",)}
 HINT_HEADERS = ("Stable", "Hash", "Com", "Orig", "Cycle", "Relax", "Safe", "Prefetch", "Generator")
-VARIANTS = ("self",)  # herd's self-modifying-code variant: what this model always runs
+VARIANTS = ("self", "ifetch")  # herd's self-modifying-code variants: what this model always runs
 VERDICT_VAR = "__P{}_final"
 
 
@@ -47,9 +47,10 @@ def check_supported(test: LitmusTest) -> str:
     if arch is None:
         raise Unsupported(f"architecture {test.arch} has no model")
     for key, value in test.headers.items():
-        if key == "Variant" and any(v not in VARIANTS for v in value.replace(",", " ").split()):
-            raise Unsupported(f"Variant={value} (this model runs: {', '.join(VARIANTS)})")
-        if key not in ("CacheType", "Variant", *HINT_HEADERS):
+        if key.lower() == "variant":
+            if any(v.lower() not in VARIANTS for v in value.replace(",", " ").split()):
+                raise Unsupported(f"{key}={value} (this model runs: {', '.join(VARIANTS)})")
+        elif key not in ("CacheType", *HINT_HEADERS):
             raise Unsupported(f"header {key}={value}")
     arch_options(test)
     for t in test.threads:
