@@ -164,7 +164,9 @@ class MaintainedViews(Views):
         floor = cpu.ifloor.get(site.name, 0)
         newest = len(hist) - 1
         if floor == newest and cpu.views[site.name] == hist[-1]:
-            cpu.ftime = max(cpu.ftime, site.hist_t[newest])
+            t = site.hist_t[newest]
+            if t > cpu.ftime:
+                cpu.ftime = t
             return
         unit = self.unit
         view = bytearray(cpu.views[site.name])
@@ -173,9 +175,13 @@ class MaintainedViews(Views):
         hist_t = site.hist_t
         # the versions it may fetch (newest first): in memory by the fetch's moment, which is no
         # earlier than its last fetch's, and still in its cache then (or memory's, if coherent)
-        allowed = [i for i in range(newest, floor - 1, -1)
-                   if (i == newest or hist_t[i + 1] > ftime if self.coherent
-                       else i >= self.inval_level_at(cpu, site.name, max(ftime, hist_t[i])))]
+        if self.coherent:
+            allowed = [i for i in range(newest, floor - 1, -1) if i == newest or hist_t[i + 1] > ftime]
+        elif site.name in cpu.ival:
+            allowed = [i for i in range(newest, floor - 1, -1)
+                       if i >= self.inval_level_at(cpu, site.name, max(ftime, hist_t[i]))]
+        else:  # no invalidation completed here: every version from the floor up
+            allowed = range(newest, floor - 1, -1)
         moment = ftime
         for off in range(0, site.size, unit):
             # the distinct versions of this unit it may fetch, newest first
