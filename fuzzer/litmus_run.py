@@ -64,6 +64,13 @@ class Outcome:
         return {**asdict(self), "status": self.status}
 
 
+def witness_trace(test: LitmusTest, out: Outcome) -> list[str]:
+    """The trace of `out`'s witness: the schedule that reaches the condition, run again."""
+    proto, arch = build(test, out.arch_options)
+    machine = Machine(proto, "test", Config(cpus=max(2, len(test.threads)), arch_options=arch.options))
+    return machine.run(bytes.fromhex(out.witness), trace=True).trace
+
+
 def bounds_for(test: LitmusTest) -> tuple[dict, int]:
     """The exhaustive bounds for `test` (see the module docstring) and its step limit."""
     n = sum(1 for t in test.threads for ln in t.lines if ln.text)

@@ -216,3 +216,12 @@ def test_an_invalidation_refills_from_the_pou_as_it_is_when_it_completes():
     point of unification at the invalidation's completion, not at its issue)."""
     assert run_test(parse(BOTH_OLD), options=("fb",)).verdict == "Forbidden"
     assert run_test(parse(BOTH_OLD)).verdict == "Allowed"  # local: P0's cache keeps the old m0
+
+
+def test_the_witness_trace_shows_the_execution_that_reaches_the_condition():
+    """coFF: two fetches of one location, the first sees the new NOP, the second the old B."""
+    r = cli(str(dev("coFF")), "--trace")
+    assert r.returncode == 0, r.stderr
+    fetches = [line for line in r.stdout.splitlines() if "fetch P1:L0:" in line]
+    assert "(written) nop" in fetches[0] and "(old) b " in fetches[1]
+    assert "final condition of coFF reached" in r.stdout

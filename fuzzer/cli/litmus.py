@@ -13,7 +13,7 @@ from rich.table import Table
 
 from ..console import Seconds, UserError, console
 from ..litmus import LitmusError, parse_file, parse_kinds
-from ..litmus_run import DISAGREEMENTS, Outcome, run_test
+from ..litmus_run import DISAGREEMENTS, Outcome, run_test, witness_trace
 from .group import main
 
 STATUS_ORDER = ("agree", "model too weak", "model too strong", "unsupported", "inconclusive", "no expectation")
@@ -94,11 +94,13 @@ def table(outcomes: list[Outcome]) -> Table:
               help="Runs per test before its search is cut short (inconclusive); 0: no limit.")
 @click.option("--seconds", type=Seconds(zero_ok=True), default=0.0, show_default=True,
               help="Seconds per test before its search is cut short (inconclusive); 0: no limit.")
+@click.option("--trace", "show_trace", is_flag=True, help="After the table, the trace of each witness: "
+              "the execution that reaches a test's final condition.")
 @click.option("--arch-opt", "arch_opts", multiple=True, metavar="OPTION",
               help="Switch on an option of the architecture model for every test, besides what its "
                    "CacheType header asks for (`patchfuzz rules ARCH` lists them; repeatable).")
 def litmus(paths: tuple[str, ...], expect_path: str | None, as_json: bool, junit_path: str | None,
-           max_runs: int, seconds: float, arch_opts: tuple[str, ...]) -> None:
+           max_runs: int, seconds: float, show_trace: bool, arch_opts: tuple[str, ...]) -> None:
     """Run herd7 litmus tests (files, or directories of .litmus files) on the architecture
     model their header names: Allowed if the final condition is reached, Forbidden if an
     exhaustive search within the bounds the JSON reports never reaches it. Exit 1 if any
@@ -106,6 +108,7 @@ def litmus(paths: tuple[str, ...], expect_path: str | None, as_json: bool, junit
     files = collect(paths)
     expect = read_expect(expect_path) if expect_path else {}
     outcomes: list[Outcome] = []
+    witnesses = []
     err = console(stderr=True)
     for f in files:
         try:
@@ -118,6 +121,8 @@ def litmus(paths: tuple[str, ...], expect_path: str | None, as_json: bool, junit
             err.print(f"[dim]{test.name} ...[/]", end="\r")
         outcomes.append(run_test(test, expect.get(test.name), max_runs=max_runs, seconds=seconds,
                                  options=arch_opts))
+        if show_trace and outcomes[-1].witness:
+            witnesses.append((test, outcomes[-1]))
     s = summary(outcomes)
     if as_json:
         click.echo(json.dumps({"summary": s, "tests": [o.to_dict() for o in outcomes]}, indent=1))
@@ -127,6 +132,10 @@ def litmus(paths: tuple[str, ...], expect_path: str | None, as_json: bool, junit
         parts = [f"{s[k]} {k}" for k in STATUS_ORDER[1:] if s[k]]
         out.print(f"{s['tests']} tests: agreement {s['agreement']}" + (f"; {', '.join(parts)}" if parts else "")
                   + f"; {s['seconds']:.1f} s")
+        for test, o in witnesses:
+            click.echo(f"\n{test.name}: the witness (schedule {o.witness})")
+            for line in witness_trace(test, o):
+                click.echo(line)
     if junit_path:
         junit(outcomes, junit_path)
     if any(o.status in DISAGREEMENTS for o in outcomes):

@@ -71,7 +71,8 @@ class FetchModel(Part):
         if verdict is None:
             verdict = site.verdicts[key] = self.classify(site, view, off)
         if m.observing:
-            label = "new" if view == site.new else "old" if view == site.old else (
+            label = ("old" if view == site.old else "written") if site.program else \
+                "new" if view == site.new else "old" if view == site.old else (
                 "trap" if view[:1] == self.trap else "intended" if verdict else "TORN")
             m.emit(cpu, ev.Fetch, site.name, off, frame.pc, view, label)
         if verdict is WHOLE:
