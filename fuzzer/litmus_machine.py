@@ -17,6 +17,7 @@ from typing import Any
 
 from .arch import get_arch, litmus_arch
 from .litmus import And, Atom, Instr, Int, LabelRef, LitmusTest, Not, Or, Sym, Value
+from .machine.state import MAX_CPUS
 from .protocol import Addr, Protocol
 
 # herd7's CacheType header -> the architecture options it switches on (DIC implies IDC: an
@@ -72,6 +73,8 @@ def build(test: LitmusTest, options: tuple[str, ...] = ()) -> tuple[type[Protoco
     if [t.index for t in threads] != list(range(len(threads))):
         raise Unsupported("threads are not numbered P0, P1, ... in order")
     n = len(threads)
+    if n > MAX_CPUS:
+        raise Unsupported(f"{n} threads (the machine has at most {MAX_CPUS} CPUs)")
 
     def reg(name: str) -> tuple[str, int]:
         try:
@@ -122,9 +125,12 @@ def build(test: LitmusTest, options: tuple[str, ...] = ()) -> tuple[type[Protoco
         except ValueError as e:
             raise Unsupported(f"{name}: {e}") from None
 
-    for v in init_mem.values():
+    for v in [*init_mem.values(), *(v for regs in init_regs.values() for _, v in regs)]:
         if isinstance(v, Instr):
-            _value(arch, None, v)  # an instruction the assembler cannot encode is refused now
+            try:  # an instruction the assembler cannot encode is refused now
+                _value(arch, None, v)
+            except ValueError as e:
+                raise Unsupported(f"instruction value {v.text!r}: {e}") from None
     mem0 = {}
     for loc in locations:
         v = init_mem.get(loc)

@@ -135,6 +135,9 @@ def test_the_witness_of_an_allowed_test_replays_to_the_same_outcome():
     ("AArch64 t\n{ 0:Q1=1; }\n P0 ;\n NOP ;\nexists 0:X1=1\n", "register Q1"),
     ("AArch64 t\n{ 0:X1=P1:L0; }\n P0 ;\n NOP ;\nexists 0:X1=1\n", "P1:L0"),
     ("X86 t\n{ }\n P0 ;\n NOP ;\nexists 0:X1=1\n", "architecture X86"),
+    ('AArch64 t\n{ 0:X0=instr:"LDXR W0,[X1]"; }\n P0 ;\n NOP ;\nexists 0:X1=1\n', "instruction value"),
+    ("AArch64 t\n{ }\n" + " | ".join(f"P{i}" for i in range(9)) + " ;\n" + " | ".join(["NOP"] * 9)
+     + " ;\nexists 0:X1=1\n", "9 threads"),
 ])
 def test_what_the_model_cannot_run_is_unsupported_with_a_reason(text, what):
     out = run_test(parse(text, "t.litmus"))
