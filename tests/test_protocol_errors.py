@@ -222,3 +222,14 @@ def test_a_stored_finding_replayed_after_the_protocol_broke_is_a_protocol_error(
         assert "clean" not in p.stdout and "Traceback" not in p.stderr
     p = _cli(d, "minimize", "mine/tears:bug", "--schedule", crash["schedule"], "--json")
     assert p.returncode == 3 and json.loads(p.stdout)["error"]["where"] == f"{mine}:{line}"
+
+
+def test_fuzz_says_the_protocol_error_once_in_one_line(tmp_path):
+    d = _user_dir(tmp_path, USER_PROTOCOL)
+    p = _cli(d, "fuzz", "mine/spins:late", "--strategy", "random", "--schedules", "3000", "--op-timeout", "0.3",
+             "--no-db")
+    assert p.returncode == 3, p.stderr
+    first = next(line for line in p.stderr.splitlines() if line.startswith("patchfuzz: protocol error"))
+    assert first.startswith("patchfuzz: protocol error in mine/spins:late at ") and "mine.py:" in first
+    assert "(after " in first and first.count("protocol error") == 1  # said once
+    assert "  replay: patchfuzz run mine/spins:late" in p.stderr

@@ -301,8 +301,9 @@ def _report_error(res: CampaignResult, cpus: int) -> None:
     if res.error is None:
         return
     e = res.error
-    err_console.print(f"patchfuzz: protocol error after {e.at_schedule} schedules: {escape(e.error.line())}",
-                      soft_wrap=True, highlight=False)
+    line = e.error.line().removeprefix("protocol error ")  # "in P:V at FILE:LINE: what", said once
+    runs = f"{e.at_schedule} schedule{'s' if e.at_schedule != 1 else ''}"
+    err_console.print(f"patchfuzz: protocol error {escape(line)} (after {runs})", soft_wrap=True, highlight=False)
     err_console.print(f"  replay: {e.replay(cpus)}", soft_wrap=True, highlight=False)
     _exit_for(res)
 
