@@ -31,6 +31,7 @@ class Renderer:
     def __init__(self, arch, symbols: dict[str, int]) -> None:
         self.arch = arch
         self.trap = arch.trap_name
+        self.sync_core = arch.sync_core_name  # what a CPU's own serialization is called on this ISA
         self._sorted = sorted((a, n) for n, a in symbols.items())
 
     def sym(self, addr: int) -> str:

@@ -398,6 +398,7 @@ class Arm64(Arch):
         return any(word & mask == value for mask, value in _CMODX)
 
     litmus_name = "AArch64"
+    sync_core_name = "isb"
 
     def program_reg(self, name: str) -> tuple[str, int]:
         up = name.upper()

@@ -302,6 +302,8 @@ class Arch:
         """A program's code laid out from `base`, and its labels' addresses."""
         raise NotImplementedError(f"{self.name}: no assembler for programs")
 
+    # The local serializing instruction as traces name it (x86 sync_core(), arm64 isb)
+    sync_core_name: str = "sync_core()"
     # The architecture's name in herd7 litmus headers ("AArch64"), if programs can run its tests.
     litmus_name: str | None = None
 

@@ -14,7 +14,7 @@ class SyncCore(Event):
     category: ClassVar[str] = "ipi"
 
     def text(self, r: Renderer) -> str:
-        return "sync_core()"
+        return r.sync_core
 
 
 @dataclass(slots=True, eq=False)
