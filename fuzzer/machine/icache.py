@@ -104,8 +104,7 @@ class MaintainedViews(Views):
         m = self.m
         for kind, name, value in cpu.maint:
             if kind == "clean":
-                site = m.sites[name]
-                site.pou = max(site.pou, value)
+                self._cleaned(name, value)
             elif kind == "inval":
                 # an invalidated line refills from the point of unification as it is once the
                 # invalidation has completed (or later)
@@ -127,9 +126,13 @@ class MaintainedViews(Views):
             return
         for kind, name, value in cpu.maint:
             if kind == "clean":
-                site = self.m.sites[name]
-                site.pou = max(site.pou, value)
+                self._cleaned(name, value)
         cpu.maint = [e for e in cpu.maint if e[0] != "clean"]
+
+    def _cleaned(self, name: str, version: int) -> None:
+        """A clean of site `name` (up to `version`) reached the point of unification."""
+        site = self.m.sites[name]
+        site.pou = max(site.pou, version)
 
     def _invalidated(self, c: Cpu, name: str, level: int) -> None:
         if level > c.ilevel.get(name, 0):

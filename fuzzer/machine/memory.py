@@ -324,20 +324,32 @@ class Memory(Part):
         site = m.sites[op.site]
         units = m.arch.store_units(op.offset, op.data)
         if frame.poke_pos == 0:
-            whole = bytearray(self.text_as_seen(cpu, site))
-            whole[op.offset:op.offset + len(op.data)] = op.data
-            self.fetch.written(site, bytes(whole))
-            site.completed = None  # a new operation on the site begins
+            self.begin_text_write(cpu, site, op.offset, op.data)
         off, data = units[frame.poke_pos]
         frame.poke_pos += 1
-        self.push(cpu, ("text", site), (off, data))
+        self.text_store(cpu, site, off, data)
+        if frame.poke_pos == len(units):
+            frame.poke_pos = 0
+            m.advance(cpu, frame, None)
+
+    def begin_text_write(self, cpu: Cpu, site: SiteState, off: int, data: bytes) -> None:
+        """`cpu` begins writing `data` at `off` in `site` (a poke, a program's store to code):
+        the whole version it leaves the site in, as the writer sees memory, is one the site was
+        written to, and a new operation on the site begins."""
+        whole = bytearray(self.text_as_seen(cpu, site))
+        whole[off:off + len(data)] = data
+        self.fetch.written(site, bytes(whole))
+        site.completed = None
+
+    def text_store(self, cpu: Cpu, site: SiteState, off: int, data: bytes, release: bool = False) -> None:
+        """One text store unit enters `cpu`'s store buffer (and its own fetch, where the
+        architecture lets a CPU fetch its own stores at once)."""
+        self.push(cpu, ("text", site), (off, data), release)
+        m = self.m
         if m.arch.own_store_visible_to_fetch:
             self.views.set(cpu, site, off, data)
         if m.observing:
             m.emit(cpu, ev.Poke, site.name, off, data)
-        if frame.poke_pos == len(units):
-            frame.poke_pos = 0
-            m.advance(cpu, frame, None)
 
     def op_read_text(self, cpu: Cpu, frame: Frame, op: ops.ReadText) -> None:
         m = self.m

@@ -28,7 +28,7 @@ from .state import Cpu, SiteState
 
 
 class Programs(Part):
-    SIBLINGS = ("memory", "views", "fetch", "checks")
+    SIBLINGS = ("memory", "views")
     NOT_STATE = {"by_addr": "the image's data layout", "effects": "a memo of the architecture's answers",
                  "release_cpu": "set and used within one instruction's step"}
 
@@ -130,13 +130,6 @@ class Programs(Part):
                                  "a data variable nor an instruction of a program")
             off = addr - site.addr
             part, data = data[:site.size - off], data[site.size - off:]
-            whole = bytearray(self.memory.text_as_seen(cpu, site))
-            whole[off:off + len(part)] = part
-            self.fetch.written(site, bytes(whole))
-            site.completed = None  # a new operation on the site begins
-            self.memory.push(cpu, ("text", site), (off, part), release)
-            if m.arch.own_store_visible_to_fetch:
-                self.views.set(cpu, site, off, part)
-            if m.observing:
-                m.emit(cpu, ev.Poke, site.name, off, part)
+            self.memory.begin_text_write(cpu, site, off, part)
+            self.memory.text_store(cpu, site, off, part, release)
             addr += len(part)

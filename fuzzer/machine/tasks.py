@@ -40,6 +40,7 @@ class Tasks(Part):
         self.task_k = {name: K(machine, cpu) for cpu, name in self.on_cpu.items() if name in self.free}
 
     def handlers(self) -> dict:
+        # Idle is listed so a coroutine may yield it; it is never handled, since it is never ready
         return {ops.TaskDone: self.op_task_done, ops.Complete: self.op_complete, ops.Idle: _never}
 
     def start(self) -> None:
