@@ -42,7 +42,9 @@ class Fence(Op):
 class CacheMaint(Op):
     """Cache maintenance by this CPU, completed by its next `Fence("dsb")`: "clean" a site's
     text to the point of unification (DC CVAU), "inval" the instruction caches of every CPU for
-    it (IC IVAU, broadcast), "inval_local" this CPU's whole instruction cache (IC IALLU)."""
+    it (IC IVAU, broadcast), "inval_local" this CPU's whole instruction cache (IC IALLU);
+    "inval_local_sync" invalidates this CPU's instruction cache and synchronizes its fetch at
+    once (RISC-V FENCE.I: local, no barrier needed, its own buffered stores not drained)."""
 
     kind: str
     site: str = ""
@@ -96,11 +98,18 @@ class SyncCore(Op):
 class SyncCores(Op):
     """IPI every other online CPU and wait until each has taken it (text_poke_sync)."""
 
-    __slots__ = ("pending",)
+    __slots__ = ("pending", "ordered", "icache")
     blocking = True
 
-    def __init__(self) -> None:
+    def __init__(self, ordered: bool = True, icache: bool = False) -> None:
         self.pending: set[int] | None = None
+        # `ordered`: the sender's earlier stores are visible before any IPI is (a full barrier
+        # first, as smp_call_function's queueing gives); False: the request may overtake them
+        # (RISC-V's remote fence.i without the data FENCE the ISA requires before it).
+        self.ordered = ordered
+        # `icache`: the handler invalidates its CPU's instruction cache and synchronizes its
+        # fetch (RISC-V FENCE.I), on every CPU including the sender's
+        self.icache = icache
 
 
 @dataclass(slots=True)
@@ -119,11 +128,18 @@ class SynchronizeRcu(Op):
     (its thread alone, IRQs on, preemption on) since the call. `pending` holds the CPUs not
     seen yet (None before the call runs)."""
 
-    __slots__ = ("pending",)
+    __slots__ = ("pending", "ordered", "icache")
     blocking = True
 
-    def __init__(self) -> None:
+    def __init__(self, ordered: bool = True, icache: bool = False) -> None:
         self.pending: set[int] | None = None
+        # `ordered`: the sender's earlier stores are visible before any IPI is (a full barrier
+        # first, as smp_call_function's queueing gives); False: the request may overtake them
+        # (RISC-V's remote fence.i without the data FENCE the ISA requires before it).
+        self.ordered = ordered
+        # `icache`: the handler invalidates its CPU's instruction cache and synchronizes its
+        # fetch (RISC-V FENCE.I), on every CPU including the sender's
+        self.icache = icache
 
 
 @dataclass(slots=True)

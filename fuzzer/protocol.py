@@ -35,6 +35,17 @@ class Jmp:
 
 
 @dataclass(frozen=True)
+class Part:
+    """Bytes `start`..`end` of `spec` (a Call or Jmp) as encoded for the address it would start
+    at: a site that holds only some instructions of a call (RISC-V ftrace's AUIPC, fixed at boot,
+    with a NOP in place of the JALR)."""
+
+    spec: Any
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
 class Addr:
     """A value that is the address of a symbol of this run's image (a program's label
     `"P1:L0"`, a data variable), for `initial_memory`, resolved when a run starts."""
@@ -154,6 +165,17 @@ class K:
         """IC IALLU: invalidate this CPU's whole instruction cache (done at the next dsb)."""
         return ops.CacheMaint("inval_local")
 
+    def fence_i(self) -> ops.CacheMaint:
+        """RISC-V FENCE.I (local_flush_icache_all()): this CPU's later fetches see what memory
+        holds now; no other CPU's, and this CPU's own buffered stores only once they drained."""
+        return ops.CacheMaint("inval_local_sync")
+
+    def remote_fence_i(self, fence: bool = True) -> ops.SyncCores:
+        """flush_icache_all()'s remote part: IPI every hart to run FENCE.I (sbi_remote_fence_i(),
+        on_each_cpu(ipi_remote_fence_i)) and wait. `fence=False` leaves out the data FENCE the
+        ISA requires before the request, so the request may overtake this CPU's stores."""
+        return ops.SyncCores(ordered=fence, icache=True)
+
     def caches_clean_inval_pou(self, site: str) -> Iterator:
         """`yield from`: the kernel's caches_clean_inval_pou() over a site (arch/arm64/mm/
         cache.S): DC CVAU, DSB ISH, IC IVAU, DSB ISH, ISB."""
@@ -227,6 +249,9 @@ class K:
         return ops.SyncCore()
 
     def sync_cores(self) -> ops.SyncCores:
+        """IPI every other CPU and wait (text_poke_sync(), kick_all_cpus_sync(),
+        smp_call_function(..., wait)): a full barrier first; the handler serializes where the
+        architecture says taking an IPI does."""
         return ops.SyncCores()
 
     def stop_machine(self, fn, every_cpu: bool = False) -> Iterator:
@@ -432,6 +457,12 @@ class Protocol:
     # of the image's data region, symbol = its name, and the same variable `k.load`/`k.store`
     # reach; its first value comes from `initial_memory`.
     data: ClassVar[tuple[str, ...]] = ()
+    # May the image's code be preempted, or parked by stop_machine's stopper thread, at any
+    # instruction boundary with IRQs on (CONFIG_PREEMPT)? False (PREEMPT_NONE/VOLUNTARY): a task
+    # is never scheduled out between two instructions of a patch site, since the traced code
+    # has no scheduling point there; elsewhere it still is, which for the sites is the same as
+    # reaching cond_resched() before or after the call.
+    preemptible_code: ClassVar[bool] = True
     # Do CPUs without a task, and tasks that returned, run the image's caller loop? False: they
     # idle (a machine of tasks only, such as the threads of a litmus test).
     caller_loops: ClassVar[bool] = True

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from .arm64 import Arm64
 from .base import Arch, Image, Rule, SiteLayout
+from .riscv64 import Riscv64
 from .x86_64 import X86_64
 
-ARCHES: dict[str, type[Arch]] = {"x86_64": X86_64, "arm64": Arm64}
+ARCHES: dict[str, type[Arch]] = {"x86_64": X86_64, "arm64": Arm64, "riscv64": Riscv64}
 
 
 def get_arch(name: str, options: tuple[str, ...] = ()) -> Arch:

@@ -165,6 +165,10 @@ class Arch:
     # tells it from a real one by the bytes at the PC.
     trap_intno: int | None = -1
     trap_pc_after: int = 0
+    # How far past the faulting instruction Unicorn has moved the PC when it reports another
+    # exception through UC_HOOK_INTR (riscv64: 4, even for a 2-byte instruction; MULTIARCH 2.1);
+    # the CPU subtracts it so a guest fault names the instruction that raised it.
+    intr_pc_after: int = 0
     # The protocol method an ISA's protocols name their breakpoint handler with (x86:
     # "int3_handler"), for a machine that otherwise calls the ISA-neutral `trap_handler`.
     trap_handler_alias: str | None = None
@@ -296,6 +300,14 @@ class Arch:
         execute it, with the old-or-new guarantee? True for every instruction where the
         architecture has no such list (x86: its fetch and store rules decide)."""
         return True
+
+    # What findings call the rule `cmodx_unsafe` applies (arm64: its list of instructions).
+    cmodx_scope: str = "the CMODX list"
+
+    def cmodx_unsafe(self, words: list[bytes]) -> bytes | None:
+        """The versions of one fetch unit a CPU may fetch either of (newest first): the first
+        one the architecture does not let be modified while it may execute, or None."""
+        return next((w for w in words if not self.cmodx_safe(w)), None)
 
     # ---- programs (Protocol.programs) ------------------------------------------------------
     def assemble(self, lines: tuple[str, ...], base: int) -> tuple[bytes, dict[str, int]]:

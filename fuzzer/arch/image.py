@@ -92,13 +92,17 @@ def _programs(arch: Arch, image: Image, programs: Mapping[str, tuple[str, ...]],
 
 def resolve(arch: Arch, spec: Any, at: int, symbols: Mapping[str, int] | None) -> bytes:
     """A site version's bytes at address `at`: bytes as they are, a call or jump encoded for
-    its target (`symbols` None: a placeholder of the right length, for a first layout), or a
-    sequence of those, each encoded at its own address (a call that takes two instructions)."""
+    its target (`symbols` None: a placeholder of the right length, for a first layout), a part
+    of one (`protocol.Part`), or a sequence of those, each encoded at its own address (a call
+    that takes two instructions)."""
     if isinstance(spec, (tuple, list)):
         out = b""
         for part in spec:
             out += resolve(arch, part, at + len(out), symbols)
         return out
+    if hasattr(spec, "start") and hasattr(spec, "spec"):  # protocol.Part: some of a call
+        whole = resolve(arch, spec.spec, at - spec.start, symbols)
+        return whole[spec.start:spec.end]
     kind = getattr(spec, "kind", None)
     if kind is None:
         return bytes(spec)

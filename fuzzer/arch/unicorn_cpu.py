@@ -277,7 +277,7 @@ class UnicornCpu:
         if intno == self._trap_intno:
             self._hooks.on_trap(self.index, self._trap_name, self.pc() - self._trap_pc_after)
         else:
-            self._hooks.on_fault(self.index, f"exception vector {intno}", self.pc())
+            self._hooks.on_fault(self.index, f"exception vector {intno}", self.pc() - self._arch.intr_pc_after)
 
     def _on_invalid(self, uc, _user_data=None):  # unicorn calls it as (uc, user_data)
         self._st[HIT] = 0

@@ -68,15 +68,18 @@ class Fence(Event):
         return {"dsb": "dsb(ish)", "drain": "dsb(st)"}.get(self.kind) or f"smp_{self.kind}()"
 
 
-_CACHE_OPS = {"clean": "dc cvau", "inval": "ic ivau", "inval_local": "ic iallu", "inval_all": "ic ialluis"}
+_CACHE_OPS = {"clean": "dc cvau", "inval": "ic ivau", "inval_local": "ic iallu", "inval_all": "ic ialluis",
+              "inval_local_sync": "fence.i"}
 
 
 @dataclass(slots=True, eq=False)
 class CacheMaint(Event):
-    kind: str  # clean, inval, inval_local (ops.CacheMaint)
+    kind: str  # clean, inval, inval_local, inval_all, inval_local_sync (ops.CacheMaint)
     site: str
 
     def text(self, r: Renderer) -> str:
+        if self.kind == "inval_local_sync":  # done at once: this CPU fetches what memory holds
+            return "fence.i: this CPU now fetches what memory holds"
         return f"{_CACHE_OPS[self.kind]} {self.site}".strip() + " (done at the next dsb)"
 
     def reads(self) -> tuple[str, ...]:

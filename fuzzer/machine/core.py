@@ -99,7 +99,7 @@ class Machine:
         "ch": "the choice source itself",
         "coverage": "coverage only", "progress": "coverage only", "events": "the trace only",
         "tracing": "the trace only", "observing": "trace or coverage only",
-        "finding": "None until the run ends",
+        "finding": "None until the run ends", "shows_consequence": "set with the finding",
         "fair_steps": "counted only once a schedule runs out",
     }
 
@@ -191,7 +191,7 @@ class Machine:
         finally:
             wd.disarm()
         f = self.finding
-        if self.error is None and f is not None and self._oracle[f.oracle].shows_consequence:
+        if self.error is None and f is not None and self.shows_consequence:
             self.code.aftermath(self.cpus[f.cpu])
         return self._result()
 
@@ -222,6 +222,7 @@ class Machine:
         self.events: list | None = [] if trace else None
         self.progress = 0  # ops executed by the protocol's tasks: "which patcher step"
         self.finding: Finding | None = None
+        self.shows_consequence = False
         self.step = 0
         self.fair_steps = 0
         self.last_cpu = self.ncpus - 1
@@ -306,10 +307,14 @@ class Machine:
         if self.coverage is not None:
             self.coverage.observe(cpu, e)
 
-    def report(self, cpu: Cpu, oracle: str, title: str, detail: str) -> None:
-        """An oracle's finding; the first one of a run ends it."""
+    def report(self, cpu: Cpu, oracle: str, title: str, detail: str,
+               shows_consequence: bool | None = None) -> None:
+        """An oracle's finding; the first one of a run ends it. `shows_consequence`: let the
+        CPU run on for the report (None: as the oracle class says)."""
         if self.finding is not None:
             return
+        self.shows_consequence = (self._oracle[oracle].shows_consequence if shows_consequence is None
+                                  else shows_consequence)
         title = sanitize(title)
         self.finding = Finding(oracle=oracle, title=title, protocol=self.protocol_cls.name,
                                variant=self.variant, step=self.step, cpu=cpu.idx, detail=detail)

@@ -23,6 +23,7 @@ from .state import Cpu, Frame, SiteState
 
 WHOLE, TORN, FOREIGN = True, False, "foreign"
 _EMULATABLE = "emulatable"  # key, in a site's verdict memo, of the versions a handler may emulate
+_LENGTH, _MIXED = "length", "mixed"  # keys of instruction lengths and of passes, in the same memo
 
 
 class FetchModel(Part):
@@ -31,7 +32,7 @@ class FetchModel(Part):
     _verdicts: dict[tuple, dict] = {}
     _semantics: dict[tuple[str, bytes, int], tuple[str, int]] = {}
 
-    NOT_STATE = {"arch": "fixed", "trap": "fixed",
+    NOT_STATE = {"arch": "fixed", "trap": "fixed", "multi": "fixed",
                  "fresh": "memos of the sites' verdicts after a reset"}
 
     def __init__(self, machine) -> None:
@@ -40,6 +41,10 @@ class FetchModel(Part):
         self.trap = machine.arch.trap_insn
         # a site's verdict memo right after a reset (written versions: the old code only)
         self.fresh = {name: self._memo_for(s) for name, s in machine.sites.items()}
+        # the sites whose old or new version is several instructions: passes through them are
+        # followed (`follow`); a breakpoint over the head of a single instruction is no such site
+        self.multi = frozenset(name for name, s in machine.sites.items()
+                               if len(self.arch.insn_lengths(s.old)) > 1 or len(self.arch.insn_lengths(s.new)) > 1)
 
 
 
@@ -80,8 +85,48 @@ class FetchModel(Part):
                 self.checks.fetch_after_complete(cpu, frame, site, view, off)
         elif verdict is TORN:
             self.checks.fetch_torn(cpu, frame, site, view)
+            return
         else:
             self.checks.fetch_foreign(cpu, frame, site, view)
+        if site.name in self.multi and m.finding is None:
+            self.follow(cpu, frame, site, view, off)
+
+    def follow(self, cpu: Cpu, frame: Frame, site: SiteState, view: bytes, off: int) -> None:
+        """Follow `frame`'s pass through a site of several instructions: each instruction is
+        fetched on its own, so one that was interrupted or preempted between two of them may
+        run the first from one version and the next from another (RISC-V's AUIPC of an old
+        call, then the JALR of a new one), although each fetch is whole."""
+        memo = site.verdicts
+        key = (_LENGTH, view, off)
+        n = memo.get(key)
+        if n is None:
+            n = memo[key] = (self.arch.insn_lengths(view[off:]) or (site.size - off,))[0]
+        run = frame.site_run
+        if not off:
+            frame.site_run = (site.name, view[:n]) if n < site.size else None
+            return
+        if run is None or run[0] != site.name or len(run[1]) != off:
+            frame.site_run = None  # entered in the middle: nothing ran before here
+            return
+        ran = run[1] + view[off:off + n]
+        key = (_MIXED, ran, view)
+        fine = memo.get(key)
+        if fine is None:
+            fine = memo[key] = self.consistent(site, ran, view)
+        frame.site_run = (site.name, ran) if off + n < site.size else None
+        if not fine:
+            self.checks.fetch_mixed(cpu, frame, site, run[1], view)
+
+    def consistent(self, site: SiteState, ran: bytes, view: bytes) -> bool:
+        """Is a pass that ran `ran` so far, the site holding `view` for the rest, one a version
+        could have made: a prefix of a version, or a mix that does what a version does (an
+        AUIPC that computes a temporary nobody reads, then the old NOP)?"""
+        versions = site.intended | {site.old, site.new}
+        if any(v.startswith(ran) for v in versions):
+            return True
+        mix = ran + view[len(ran):]
+        effect = self.semantics(mix, site.addr)
+        return effect[0] != "bad" and any(self.semantics(v, site.addr) == effect for v in versions)
 
     def classify(self, site: SiteState, view: bytes, off: int = 0):
         lengths = self.arch.insn_lengths

@@ -47,7 +47,7 @@ _PICK = draws.FETCH_VERSION
 
 class MaintainedViews(Views):
     NOT_STATE = {**Views.NOT_STATE, "needs_clean": "the architecture's", "needs_inval": "the architecture's",
-                 "coherent": "the architecture's", "cmodx_safe": "the architecture's",
+                 "coherent": "the architecture's", "cmodx_unsafe": "the architecture's",
                  "clock": "only orders new moments after every recorded one (the recorded ones are "
                           "in the sites' and CPUs' state)"}
 
@@ -57,7 +57,7 @@ class MaintainedViews(Views):
         self.needs_clean = arch.icache_needs_clean
         self.needs_inval = arch.icache_needs_invalidate
         self.coherent = arch.coherent_fetches
-        self.cmodx_safe = arch.cmodx_safe
+        self.cmodx_unsafe = arch.cmodx_unsafe
         self.clock = 0
 
     def reset(self) -> None:
@@ -71,6 +71,14 @@ class MaintainedViews(Views):
     def text_reached(self, site: SiteState) -> None:
         site.hist.append(bytes(site.truth))
         site.hist_t.append(self.tick())
+        for c in self.m.cpus:  # own stores a FENCE.I let a CPU fetch: all in memory now
+            if c.iown and site.name in c.iown and not any(
+                    type(key) is tuple and key[1] is site for key, _ in c.sb):
+                del c.iown[site.name]
+                newest = len(site.hist) - 1
+                c.ifloor[site.name] = newest
+                self._invalidated(c, site.name, newest)
+                c.ftime = max(c.ftime, site.hist_t[-1])
 
     def pou(self, site: SiteState) -> int:
         """The newest version cleaned to the point of unification."""
@@ -92,6 +100,15 @@ class MaintainedViews(Views):
             cpu.maint.append(("inval", m.sites[name].name, None))
         elif kind in ("inval_local", "inval_all"):
             cpu.maint.append((kind, "", None))
+        elif kind == "inval_local_sync":
+            # RISC-V FENCE.I: this CPU's fetches from here on see every store visible to it:
+            # every version in memory now, and its own stores still in its buffer, which no
+            # other CPU sees yet (`iown`, until they reach memory); nothing waits for a barrier
+            for site in m.sites.values():
+                self._invalidated(cpu, site.name, self.pou(site))
+            self.serialize(cpu)
+            own = {key[1] for key, _ in cpu.sb if type(key) is tuple}
+            cpu.iown = {s.name: self.memory.text_as_seen(cpu, s) for s in m.sites.values() if s in own}
         else:
             raise ValueError(f"unknown cache maintenance {kind!r}")
         if m.observing:
@@ -163,6 +180,9 @@ class MaintainedViews(Views):
         """Nothing is fixed on arrival: the fetch may return any version it may still see."""
 
     def before_fetch(self, cpu: Cpu, frame: Frame, site: SiteState, fair: bool) -> None:
+        if cpu.iown and site.name in cpu.iown:
+            self.show(cpu, site, cpu.iown[site.name])
+            return
         hist = site.hist
         floor = cpu.ifloor.get(site.name, 0)
         newest = len(hist) - 1
@@ -196,7 +216,7 @@ class MaintainedViews(Views):
                     seen.append(word)
                     at.append(i)
             if len(seen) > 1:
-                bad = next((w for w in seen if not self.cmodx_safe(w)), None)
+                bad = self.cmodx_unsafe(seen)
                 if bad is not None:
                     other = next(w for w in seen if w != bad)
                     self.checks.cmodx(cpu, frame, site, off, seen[-1] if bad != seen[-1] else other, bad)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from .. import draws, ops
 from .. import events as ev
+from ..arch.base import EXCEPTION_ENTRY, EXCEPTION_RETURN, IPI_TAKEN, SYNC_CORE
 from .part import Part
 from .state import Cpu, Frame
 
@@ -64,7 +65,7 @@ class Interrupts(Part):
         if m.observing:
             m.emit(cpu, ev.Nmi)
         cpu.in_nmi = True
-        self.views.serialize(cpu)
+        self.views.event(cpu, EXCEPTION_ENTRY)
         k = cpu.k
         proto = m.proto
         entry = m.image.nmi_entry
@@ -83,7 +84,7 @@ class Interrupts(Part):
         m = self.m
         if m.observing:
             m.emit(cpu, ev.Irq)
-        self.views.serialize(cpu)
+        self.views.event(cpu, EXCEPTION_ENTRY)
         k = cpu.k
         proto = m.proto
         entry = m.image.irq_entry
@@ -99,7 +100,7 @@ class Interrupts(Part):
         m = self.m
         if m.observing:
             m.emit(cpu, ev.IrqReturn)
-        self.views.serialize(cpu)
+        self.views.event(cpu, EXCEPTION_RETURN)
         self.checks.resume(cpu, "irq")
 
     def nmi_return(self, cpu: Cpu) -> None:
@@ -107,7 +108,7 @@ class Interrupts(Part):
         cpu.in_nmi = False
         if m.observing:
             m.emit(cpu, ev.NmiReturn)
-        self.views.serialize(cpu)
+        self.views.event(cpu, EXCEPTION_RETURN)
         self.checks.resume(cpu, "nmi")
 
     # ---- IPIs ----------------------------------------------------------------------------------
@@ -115,8 +116,10 @@ class Interrupts(Part):
         m = self.m
         if m.observing:
             m.emit(cpu, ev.TakeIpi)
-        self.views.serialize(cpu)
+        self.views.event(cpu, IPI_TAKEN)
         for sync in cpu.take_ipis():
+            if sync.icache:  # the handler runs the local instruction-fetch sync (FENCE.I)
+                self.views.maintain(cpu, "inval_local_sync", "")
             sync.pending.discard(cpu.idx)
         self.checks.resume(cpu, "ipi")
 
@@ -124,16 +127,21 @@ class Interrupts(Part):
         m = self.m
         if m.observing:
             m.emit(cpu, ev.SyncCore)
-        self.views.serialize(cpu)
+        self.views.event(cpu, SYNC_CORE)
         m.advance(cpu, frame, None)
 
     def op_sync_cores(self, cpu: Cpu, frame: Frame, op: ops.SyncCores) -> None:
         # first execution: a full barrier, then IPIs; the op then blocks until all are taken
         m = self.m
         if op.pending is None:
-            self.memory.drain(cpu, len(cpu.sb))
+            if op.ordered:
+                self.memory.drain(cpu, len(cpu.sb))
             op.pending = set()
-            self.views.serialize(cpu)  # the local call runs do_sync_core() directly
+            # the local call runs the handler directly
+            if op.icache:
+                self.views.maintain(cpu, "inval_local_sync", "")
+            else:
+                self.views.event(cpu, SYNC_CORE)
             for other in m.cpus:
                 if other is not cpu and other.online:
                     other.add_ipi(op)
@@ -157,7 +165,14 @@ class Interrupts(Part):
     def preemptible(self, cpu: Cpu) -> bool:
         top = cpu.frames[-1]
         return (len(cpu.frames) == 1 and top.code_active and not cpu.preempted
-                and cpu.hw.irqs_enabled())
+                and cpu.hw.irqs_enabled() and self.may_schedule_out(top))
+
+    def may_schedule_out(self, frame: Frame) -> bool:
+        """Can the code of `frame` (running, IRQs on) be scheduled out where it stands? Anywhere
+        with kernel preemption; without it (`Protocol.preemptible_code`) not strictly inside a
+        patch site."""
+        m = self.m
+        return m.proto.preemptible_code or m.site_inside(frame.pc) is None
 
     def preempt(self, cpu: Cpu) -> None:
         m = self.m
@@ -174,7 +189,7 @@ class Interrupts(Part):
         cpu.set_preempted(False)
         if m.observing:
             m.emit(cpu, ev.Resumed)
-        self.views.serialize(cpu)
+        self.views.event(cpu, EXCEPTION_RETURN)
         self.checks.resume(cpu, "preemption")
 
     def end_a_preemption(self) -> bool:

@@ -110,6 +110,10 @@ class Frame:
     # its fetch there began before the patch of that site was declared complete: bytes stored
     # since may or may not be seen (the architecture's rule), so it may still run the old code
     fetch_excused: bool = False
+    # Its pass through a site of several instructions so far: (site name, the bytes of the
+    # instructions it ran there, from the site's start); None outside such a pass. What it ran
+    # before and what it fetches next must be one version (`FetchModel.check`).
+    site_run: Any = None
     tags: dict = field(default_factory=dict)
 
     NOT_STATE = {"k": "identity (the frame's CPU)"}
@@ -140,7 +144,7 @@ class Cpu:
 
     __slots__ = ("idx", "hw", "views", "stale", "frames", "sb", "in_nmi", "preempted_until", "skip",
                  "stop", "code_frame", "k", "plain", "online", "ipis", "stop_req", "preempted", "roaming",
-                 "sb_order", "sb_epoch", "ifloor", "ilevel", "maint", "ival", "ftime")
+                 "sb_order", "sb_epoch", "ifloor", "ilevel", "maint", "ival", "ftime", "iown")
     NOT_STATE = {"idx": "identity", "k": "identity", "hw": "read through abstract registers",
                  "stop": "reset before every slice reads it",
                  "plain": "derived from online, ipis, stop_req, preempted and roaming"}
@@ -170,6 +174,9 @@ class Cpu:
         # the moment of this CPU's latest fetch (fetches happen in program order)
         self.ival: dict[str, tuple] = {}
         self.ftime = 0
+        # ... and, by site, what its fetch sees there since a FENCE.I made its own stores still
+        # in its buffer visible to it (until they reach memory)
+        self.iown: dict[str, bytes] = {}
         self.in_nmi = False
         self.preempted_until = 0
         self.skip = -1

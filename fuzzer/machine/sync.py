@@ -190,8 +190,10 @@ class Sync(Part):
     def can_park(self, cpu: Cpu) -> bool:
         # The stopper thread runs once the CPU can schedule: thread context, IRQs on,
         # preemption enabled.
-        return (len(cpu.frames) == 1 and not cpu.frames[0].preempt_count
-                and (self.interrupts.irqs_on(cpu) or not cpu.frames[0].code_active))
+        top = cpu.frames[0]
+        return (len(cpu.frames) == 1 and not top.preempt_count
+                and (not top.code_active or (self.interrupts.irqs_on(cpu)
+                                             and self.interrupts.may_schedule_out(top))))
 
     def park(self, cpu: Cpu) -> None:
         m = self.m

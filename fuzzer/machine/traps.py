@@ -21,6 +21,7 @@ from typing import Any
 
 from .. import events as ev
 from .. import ops
+from ..arch.base import EXCEPTION_ENTRY, EXCEPTION_RETURN
 from ..guard import protected
 from ..protocol import Protocol
 from .part import Part
@@ -81,7 +82,7 @@ class Traps(Part):
         foreign = foreign or addr in self.kprobes
         if m.observing:
             m.emit(cpu, ev.Trap, addr, foreign)
-        self.views.serialize(cpu)  # exception entry
+        self.views.event(cpu, EXCEPTION_ENTRY)
         k = cpu.k
         if len(self.chain) == 1:
             handler = _as_coroutine(protected(cpu.idx, self.chain[0], k, addr))
@@ -151,7 +152,7 @@ class Traps(Part):
                                 "k.single_step(), k.retry() or k.detour()")
         if m.observing:
             m.emit(cpu, ev.TrapReturn)
-        self.views.serialize(cpu)
+        self.views.event(cpu, EXCEPTION_RETURN)
         if not foreign:
             self.checks.resume(cpu, self.trap_name)
 

@@ -24,11 +24,19 @@ class Views(Part):
     fetch that is not coherent with data stores, with the same methods."""
 
     SIBLINGS = ('memory', 'checks')
-    NOT_STATE = {"unit": "the architecture's fetch unit"}
+    NOT_STATE = {"unit": "the architecture's fetch unit", "events": "the architecture's"}
 
     def __init__(self, machine) -> None:
         super().__init__(machine)
         self.unit = machine.arch.fetch_unit
+        self.events = frozenset(machine.arch.serializing_events)
+
+    def event(self, cpu: Cpu, name: str) -> None:
+        """`cpu` went through an event (arch/base.py: exception entry or return, an IPI taken,
+        its local serializing instruction): a serializing one where the architecture says it
+        is (`Arch.serializing_events`; on RISC-V none is, only FENCE.I)."""
+        if name in self.events:
+            self.serialize(cpu)
 
     def handlers(self) -> dict:
         return {ops.CacheMaint: self.op_cache}
@@ -38,7 +46,10 @@ class Views(Part):
         self.m.advance(cpu, frame, None)
 
     def maintain(self, cpu: Cpu, kind: str, site: str) -> None:
-        """Cache maintenance: nothing to do where fetch is coherent with memory."""
+        """Cache maintenance: nothing to do where fetch is coherent with memory, but the
+        synchronization of a FENCE.I-like instruction."""
+        if kind == "inval_local_sync":
+            self.serialize(cpu)
 
     def reset(self) -> None:
         """A run starts (the fetch model that is not coherent keeps its moments' clock)."""

@@ -17,6 +17,10 @@ CHECK_POINTS: dict[str, str] = {
                   "whole version the site was ever written to",
     "fetch_foreign": "(cpu, frame, site, view): ... a whole written version, but neither old, new "
                      "nor a trap",
+    "fetch_mixed": "(cpu, frame, site, ran, view): a CPU that ran the first instructions of a "
+                   "site from one version is about to execute the next one from another, and "
+                   "what it ran and runs is no version the site was written to (it was "
+                   "interrupted or preempted between two instructions of the site meanwhile)",
     "fetch_after_complete": "(cpu, frame, site, view, off): a CPU whose fetch of the site began "
                             "after the patch of the site was declared complete is about to execute "
                             "a whole instruction of a written version",

@@ -25,11 +25,22 @@ class CmodxViolation(Oracle):
         arch = m.arch
         addr = site.addr + off
 
+        diff = next((i for i in range(min(len(old), len(new))) if old[i] != new[i]), 0)
+
         def mnemonic(word: bytes) -> str:
+            # the instruction that changes, decoded from a whole version of the site holding
+            # `word` (an instruction may begin before the fetch unit or run on past it)
+            whole = next((v for v in reversed(site.hist) if v[off:off + len(word)] == word), None)
+            if whole is not None:
+                pos = 0
+                for n in arch.insn_lengths(whole):
+                    if pos <= off + diff < pos + n:
+                        return arch.disasm(whole[pos:pos + n], site.addr + pos).split(" ")[0]
+                    pos += n
             return arch.disasm(word, addr).split(" ")[0].split(";")[0]
 
         self.report(cpu, "pair",
                     f"may fetch {arch.disasm(old, addr)} or {arch.disasm(new, addr)} at "
                     f"{m.sym(addr)}: the modification is not yet synchronized with this CPU's "
-                    "instruction fetch, and the pair is outside the CMODX list",
+                    f"instruction fetch, and the pair is outside {arch.cmodx_scope}",
                     site=site.name, old=mnemonic(old), new=mnemonic(new), ctx=m.context_name(cpu))

@@ -22,11 +22,11 @@ class StaleAfterComplete(Oracle):
     def on_fetch_after_complete(self, cpu, frame, site, view, off) -> None:
         m = self.m
         done = site.completed
-        if off:
-            return
-        lens = m.arch.insn_lengths(done)
-        n = lens[0] if lens else len(done)
-        if view[:n] != done[:n]:
+        if off and off not in m.fetch.boundaries(done):
+            return  # not an instruction of the completed version: mid-insn-resume's to judge
+        lens = m.arch.insn_lengths(done[off:])
+        n = lens[0] if lens else len(done) - off
+        if view[off:off + n] != done[off:off + n]:
             self.report(cpu, "stale", f"executes {view.hex(' ')}; the patch completed with "
                                       f"{done.hex(' ')}; memory holds {bytes(site.truth).hex(' ')}",
                         site=site.name, ctx=m.context_name(cpu))

@@ -1,6 +1,8 @@
 """wrong-target: control flow or handler emulation matches neither the old nor the new semantics.
 
-Three ways: a site holds a whole version that is neither old nor new (a protocol wrote something
+Four ways: a CPU runs the first instructions of a site from one version and the rest from
+another (it was preempted or interrupted between them while the site was rewritten: a RISC-V
+AUIPC of one call and the JALR of another go somewhere neither goes); a site holds a whole version that is neither old nor new (a protocol wrote something
 else there); the trap handlers claim a breakpoint that is not theirs (a foreign one, or another
 address); a handler emulates an instruction that is none of the site's versions.
 """
@@ -18,7 +20,22 @@ class WrongTarget(Oracle):
         "site": "{site} holds neither old nor new instruction",
         "foreign": "{trap} handler claims a foreign breakpoint in {ctx}",
         "insn": "{trap} handler emulates wrong instruction at {site}",
+        "mixed": "{site} runs a mix of two versions in {ctx}",
     }
+
+    def on_fetch_mixed(self, cpu, frame, site, ran, view) -> None:
+        m = self.m
+        arch = m.arch
+        off = len(ran)
+        n = (arch.insn_lengths(view[off:]) or (len(view) - off,))[0]
+        runs = ran + view[off:off + n]
+        kind, target = arch.semantics(runs, site.addr) if len(runs) == site.size else ("bad", 0)
+        went = (f": together they {kind} {m.sym(target)}" if kind in ("call", "jmp") else "")
+        versions = ", ".join(arch.disasm(v, site.addr) for v in sorted({site.old, site.new}))
+        m.report(cpu, self.id, self.TITLES["mixed"].format(site=site.name, ctx=m.context_name(cpu)),
+                 f"ran {arch.disasm(ran, site.addr)} before it was stopped inside the site, now "
+                 f"runs {arch.disasm(view[off:off + n], site.addr + off)} of another version{went}; "
+                 f"the site's versions are {versions}", shows_consequence=True)
 
     def on_fetch_foreign(self, cpu, frame, site, view) -> None:
         dis = self.m.arch.disasm

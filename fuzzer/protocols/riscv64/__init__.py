@@ -1,0 +1,1 @@
+"""riscv64 patching protocols, one file each."""
