@@ -155,9 +155,10 @@ def focus_items(machine: Machine, schedule: bytes, result: RunResult | None = No
     f = result.finding
     cpus = involved_cpus(events, f.cpu, f.step)
     last_fetch = max((i for i, e in enumerate(events) if e.cpu == f.cpu and type(e) is ev.Fetch), default=-1)
+    pass_fetches = _pass_of(events, last_fetch)
     kept = [e for i, e in enumerate(events)
             if e.cpu in cpus and type(e) is not ev.RunsCode
-            and not (type(e) is ev.Fetch and e.plain and i != last_fetch)]
+            and not (type(e) is ev.Fetch and e.plain and i != last_fetch and i not in pass_fetches)]
     notes = _deviations(machine, schedule, f.signature)
     shown: list[Shown] = []
     for item in _fold_episodes(kept, f.cpu, r):
@@ -191,6 +192,26 @@ def focus_items(machine: Machine, schedule: bytes, result: RunResult | None = No
             shown.append(Shown(step, step, -1, "", [], text="(a step not shown)", steps={step}, notes=[note]))
     shown.sort(key=lambda sh: (sh.first, sh.last))
     return shown, cpus, result
+
+
+def _pass_of(events: list[ev.Event], last: int) -> set[int]:
+    """The fetches of the pass through a site of several instructions that the fetch at index
+    `last` ends: the same CPU's fetches of that site back to the one of its first instruction
+    (what a task ran there before it was interrupted or parked is part of the race)."""
+    if last < 0 or not events[last].off:
+        return set()
+    end = events[last]
+    out: set[int] = set()
+    for i in range(last - 1, -1, -1):
+        e = events[i]
+        if e.cpu != end.cpu or type(e) is not ev.Fetch:
+            continue
+        if e.site != end.site or e.off >= end.off:
+            break
+        out.add(i)
+        if e.off == 0:
+            return out
+    return set()
 
 
 def focus(machine: Machine, schedule: bytes, result: RunResult | None = None) -> list[str]:

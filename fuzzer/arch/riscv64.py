@@ -124,11 +124,12 @@ CSRSI_MSTATUS_MIE = insn(0x300 << 20 | MSTATUS_MIE << 15 | 6 << 12 | 0x73)  # cs
 
 # What the image's code may execute for exhaustive search to key a CPU by its stack pointer,
 # mstatus.MIE, the stack and `state_regs` (ra and t0, where calls leave return addresses): the
-# counters s10/s11 are written and never read for a decision.
+# counters s10/s11 and the probed instructions' a0/a1 are written and never read for a decision.
 _SAFE_MNEMONICS = frozenset({"nop", "ret", "jal", "j", "wfi", "ebreak", "unimp", "c.nop", "c.ebreak",
                              "c.j", "auipc"})
 _SAFE_FORMS = frozenset({("jr", "t0"), ("csrci", "mstatus, 8"), ("csrsi", "mstatus, 8"),
-                         ("addi", "s11, s11, 1"), ("addi", "s10, s10, 1")})
+                         ("addi", "s11, s11, 1"), ("addi", "s10, s10, 1"), ("addi", "a0, a0, 1"),
+                         ("c.addi", "a0, 1"), ("c.addi", "a1, 1")})
 
 
 class Riscv64(Arch):

@@ -31,11 +31,17 @@ class WrongTarget(Oracle):
         runs = ran + view[off:off + n]
         kind, target = arch.semantics(runs, site.addr) if len(runs) == site.size else ("bad", 0)
         went = (f": together they {kind} {m.sym(target)}" if kind in ("call", "jmp") else "")
-        versions = ", ".join(arch.disasm(v, site.addr) for v in sorted({site.old, site.new}))
+
+        def does(v: bytes) -> str:
+            k, t = m.fetch.semantics(v, site.addr)
+            what = f"{k} {m.sym(t)}" if k in ("call", "jmp") else "run on" if k == "next" else "?"
+            return f"{arch.disasm(v, site.addr)} ({what})"
+
+        versions = ", ".join(does(v) for v in (site.old, site.new))
         m.report(cpu, self.id, self.TITLES["mixed"].format(site=site.name, ctx=m.context_name(cpu)),
                  f"ran {arch.disasm(ran, site.addr)} before it was stopped inside the site, now "
                  f"runs {arch.disasm(view[off:off + n], site.addr + off)} of another version{went}; "
-                 f"the site's versions are {versions}", shows_consequence=True)
+                 f"the site's old and new versions are {versions}", shows_consequence=True)
 
     def on_fetch_foreign(self, cpu, frame, site, view) -> None:
         dis = self.m.arch.disasm

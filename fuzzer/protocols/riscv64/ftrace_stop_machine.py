@@ -22,11 +22,11 @@ commit 8547649981e6 ("riscv: ftrace: Fixup panic by disabling preemption", 2022)
 ftrace depend on !PREEMPTION. RISC-V Linux takes no NMIs, so no NMI calls a traced function
 here (`nmi_sites`).
 
-Two traced functions: `f1` is enabled (NOP4; NOP4 -> the call to ftrace_caller) and `f2`
-retargeted (ftrace_caller -> ftrace_regs_caller: the two are far apart, as in a kernel, so both
-words change); the patcher updates both in one arch_ftrace_update_code(), puts both back in
-another, and updates them again (the first update may come before any task reached a site);
-each update is complete once stop_machine returns.
+The traced function's call is retargeted from ftrace_caller to ftrace_regs_caller (a second
+tracer wanting registers: ftrace_modify_call()) and back; the two are far apart, as in a
+kernel, so both words change. Each update is one arch_ftrace_update_code(), complete once
+stop_machine returns. (Enabling from NOP4; NOP4 races the same way: a task that ran the first
+NOP4 resumes at a JALR whose t0 nobody set.)
 
 Variants (expected verdict on 2 and 4 CPUs):
 * preemptible -- wrong-target: CONFIG_PREEMPT, as the kernel allowed it before the stopgap; a
@@ -40,7 +40,6 @@ Variants (expected verdict on 2 and 4 CPUs):
 
 from __future__ import annotations
 
-from ...arch.riscv64 import NOP4
 from ...protocol import Call, Protocol, Site
 
 
@@ -50,8 +49,7 @@ class Riscv64FtraceStopMachine(Protocol):
     summary = ("ftrace 6.5-6.15: AUIPC+JALR rewritten whole under stop_machine(__ftrace_modify_code); "
                "preemption between the two is the bug")
     symbols = ("ftrace_regs_caller",)
-    sites = {"f1": Site(old=NOP4 + NOP4, new=Call("ftrace_caller")),
-             "f2": Site(old=Call("ftrace_caller"), new=Call("ftrace_regs_caller"))}
+    sites = {"fentry": Site(old=Call("ftrace_caller"), new=Call("ftrace_regs_caller"))}
     nmi_sites = ()
     params = dict(preempt=False, flush=True, early_release=False)
     variants = {"preemptible": dict(preempt=True), "no-preempt": {}, "no-flush": dict(flush=False),
@@ -70,10 +68,10 @@ class Riscv64FtraceStopMachine(Protocol):
         return self.v.preempt
 
     def patcher(self, k):
-        for n, which in enumerate(("new", "old", "new")):
+        for n, which in enumerate(("new", "old")):
             yield from k.stop_machine(lambda kk, n=n, which=which: self.modify_code(kk, f"u{n}", which),
                                       every_cpu=True)
-            yield k.complete("f1", "f2")
+            yield k.complete("fentry")
 
     def modify_code(self, k, param: str, which: str):
         """__ftrace_modify_code(), on every online CPU."""
@@ -83,10 +81,9 @@ class Riscv64FtraceStopMachine(Protocol):
         if arrived == n:  # the last to arrive runs ftrace_modify_all_code()
             if self.v.early_release:
                 yield k.atomic_inc_return(count)
-            for name in ("f1", "f2"):  # ftrace_modify_all_code(): every record
-                site = k.site(name)
-                yield k.poke(name, getattr(site, which))  # patch_text_nosync(): patch_insn_write()
-                yield k.fence_i()  # ... and the local flush
+            # ftrace_modify_all_code() -> ftrace_modify_call() -> patch_text_nosync()
+            yield k.poke("fentry", getattr(k.site("fentry"), which))  # patch_insn_write() ...
+            yield k.fence_i()  # ... and the local flush
             if not self.v.early_release:
                 yield k.atomic_inc_return(count)  # atomic_inc_return_release()
         else:
