@@ -144,11 +144,12 @@ def junit_xml(outcomes: list[Outcome]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build(directory: Path, seed: int = 1, cpus: int = 4) -> list[Path]:
+def build(directory: Path, seed: int = 1, cpus: int = 4, only: str = "") -> list[Path]:
     """(Re)generate the corpus: a minimized reproducer for every buggy variant, and for every
     variant expected clean, controls that drive into the same windows: the empty schedule, the
     reproducers of its buggy twins (same protocol), and a few random schedules. Every case is
-    replayed before it is written."""
+    replayed before it is written. `only`: the protocols whose names start with it (a new
+    protocol's cases, the others' left as they are)."""
     from .campaign import fuzz
     from .minimize import minimize
     from .protocols import registry
@@ -156,7 +157,8 @@ def build(directory: Path, seed: int = 1, cpus: int = 4) -> list[Path]:
 
     written: list[Path] = []
     reproducers: dict[str, list[bytes]] = {}
-    for name, cls in registry().items():
+    protocols = {name: cls for name, cls in registry().items() if name.startswith(only)}
+    for name, cls in protocols.items():
         folder = directory / name.replace("/", "_")
         folder.mkdir(parents=True, exist_ok=True)
         for variant, want in cls.expect.items():
@@ -174,7 +176,7 @@ def build(directory: Path, seed: int = 1, cpus: int = 4) -> list[Path]:
             written.append(path)
             reproducers.setdefault(name, []).append(small)
     rng = RandomStrategy(seed=seed + 1)
-    for name, cls in registry().items():
+    for name, cls in protocols.items():
         folder = directory / name.replace("/", "_")
         for variant, want in cls.expect.items():
             if want:
@@ -201,8 +203,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m fuzzer.regress",
                                  description="Regenerate the regression corpus (after a schedule-format change).")
     ap.add_argument("directory", nargs="?", default="corpus", type=Path)
+    ap.add_argument("--only", default="", help="only the protocols whose names start with this")
     args = ap.parse_args(argv)
-    for p in build(args.directory):
+    for p in build(args.directory, only=args.only):
         print(p)
 
 
