@@ -34,8 +34,8 @@ class WrongTarget(Oracle):
 
         def does(v: bytes) -> str:
             k, t = m.fetch.semantics(v, site.addr)
-            what = f"{k} {m.sym(t)}" if k in ("call", "jmp") else "run on" if k == "next" else "?"
-            return f"{arch.disasm(v, site.addr)} ({what})"
+            what = f" ({k} {m.sym(t)})" if k in ("call", "jmp") else " (run on)" if k == "next" else ""
+            return f"{arch.disasm(v, site.addr)}{what}"
 
         versions = ", ".join(does(v) for v in (site.old, site.new))
         m.report(cpu, self.id, self.TITLES["mixed"].format(site=site.name, ctx=m.context_name(cpu)),

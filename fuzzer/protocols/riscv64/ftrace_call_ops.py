@@ -45,7 +45,6 @@ class Riscv64FtraceCallOps(Protocol):
     summary = "ftrace 6.16+: AUIPC fixed at boot, JALR <-> NOP4 under text_mutex, flush_icache_all()"
     symbols = ("my_tramp",)
     nmi_sites = ()
-    data = ("ftrace_call_dest", "fentry.literal")
     params = dict(whole=False, remote=True, fence=True, misaligned=False)
     variants = {"correct": {}, "whole-call": dict(whole=True), "no-remote-fence-i": dict(remote=False),
                 "no-data-fence": dict(fence=False), "misaligned": dict(misaligned=True)}
