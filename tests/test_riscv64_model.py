@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from fuzzer.arch import get_arch
-from fuzzer.arch.riscv64 import NOP4
+from fuzzer.arch.riscv64 import EBREAK, NOP4
 from fuzzer.campaign import fuzz
 from fuzzer.machine import Config, Machine
 from fuzzer.protocol import Call, Jmp, Part, Protocol, Site
@@ -148,7 +148,7 @@ def test_a_mix_is_reported_only_when_it_does_what_no_version_does():
 
 
 def test_without_kernel_preemption_no_task_is_scheduled_out_inside_a_site():
-    for variant, inside_ok in (("preemptible", True), ("no-preempt", False)):
+    for variant, inside_ok in (("preemptible", True), ("correct", False)):
         machine = _machine("riscv64/ftrace_stop_machine", variant)
         machine._reset(b"", False, None, False)
         frame = machine.cpus[1].frames[0]
@@ -166,3 +166,44 @@ def test_a_site_may_hold_part_of_a_call():
     call = RV.encode_call(layout.addr, image.symbols["ftrace_caller"])
     assert layout.old == call[:4] + NOP4
     assert RV.semantics(call, layout.addr) == ("call", image.symbols["ftrace_caller"])
+
+
+class OwnBreakpoint(Protocol):
+    """The protocol's own ebreak over a NOP4, claimed by its trap handler (as text_poke_bp's
+    int3 handler claims its int3), or not."""
+
+    name = "test/rv-ebreak"
+    arch = "riscv64"
+    sites = {"s": Site(old=NOP4, new=EBREAK)}
+    nmi_sites = ()
+    params = dict(claim=True)
+    variants = {"claimed": {}, "unclaimed": dict(claim=False)}
+    expect = {"claimed": None, "unclaimed": "unhandled-trap"}
+    complete_when_done = False
+
+    def patcher(self, k):
+        yield k.poke("s", EBREAK)
+        yield k.remote_fence_i()
+        yield k.poke("s", NOP4)
+        yield k.remote_fence_i()
+
+    def trap_handler(self, k, ip):
+        if self.v.claim and ip == k.site("s").addr:
+            return k.emulate(ip, NOP4)
+        return k.NOT_MINE
+
+
+def test_an_ebreak_goes_to_the_protocols_trap_handler():
+    """Unicorn reports ebreak as an invalid instruction; the CPU tells it from a real one by the
+    bytes at the PC and the machine runs the protocol's handler with the ebreak's address."""
+    assert _proof(_machine(OwnBreakpoint, "claimed")) == set()
+    found = _proof(_machine(OwnBreakpoint, "unclaimed"))
+    assert found == {"unhandled-trap"}, found
+    # someone else's ebreak (a kprobe the schedule makes code hit) is passed on, not claimed
+    machine = _machine(OwnBreakpoint, "claimed")
+    foreign = 0
+    for i in range(200):
+        run = machine.run(bytes((i * 37 + j * 101) % 256 for j in range(200)), trace=True)
+        assert run.finding is None, run.finding.title
+        foreign += sum(1 for e in machine.events if type(e).__name__ == "Trap" and e.foreign)
+    assert foreign > 0

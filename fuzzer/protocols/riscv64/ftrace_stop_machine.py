@@ -29,13 +29,14 @@ stop_machine returns. (Enabling from NOP4; NOP4 races the same way: a task that 
 NOP4 resumes at a JALR whose t0 nobody set.)
 
 Variants (expected verdict on 2 and 4 CPUs):
-* preemptible -- wrong-target: CONFIG_PREEMPT, as the kernel allowed it before the stopgap; a
-  task parked between the AUIPC and the JALR runs a mix of two calls.
-* no-preempt -- clean: the stopgap (PREEMPT_NONE), the task is never parked inside the call.
-* no-flush -- stale-after-complete: as no-preempt, but the waiters leave without
-  local_flush_icache_all(), so they may still fetch the old call after the update returned.
-* early-release -- stale-after-complete: as no-preempt, but the master releases the waiters
-  (the second increment) before it writes, so their flush comes before the write.
+* correct -- clean: the scheme as the kernel shipped it after the stopgap (dynamic ftrace only
+  without kernel preemption), so no task is ever parked inside the call.
+* preemptible -- wrong-target: the same code with CONFIG_PREEMPT, as the kernel allowed it before
+  the stopgap; a task parked between the AUIPC and the JALR runs a mix of two calls.
+* no-flush -- stale-after-complete: the waiters leave without local_flush_icache_all(), so they
+  may still fetch the old call after the update returned.
+* early-release -- stale-after-complete: the master releases the waiters (the second increment)
+  before it writes, so their flush comes before the write.
 """
 
 from __future__ import annotations
@@ -52,13 +53,13 @@ class Riscv64FtraceStopMachine(Protocol):
     sites = {"fentry": Site(old=Call("ftrace_caller"), new=Call("ftrace_regs_caller"))}
     nmi_sites = ()
     params = dict(preempt=False, flush=True, early_release=False)
-    variants = {"preemptible": dict(preempt=True), "no-preempt": {}, "no-flush": dict(flush=False),
+    variants = {"correct": {}, "preemptible": dict(preempt=True), "no-flush": dict(flush=False),
                 "early-release": dict(early_release=True)}
-    expect = {"preemptible": "wrong-target", "no-preempt": None, "no-flush": "stale-after-complete",
+    expect = {"correct": None, "preemptible": "wrong-target", "no-flush": "stale-after-complete",
               "early-release": "stale-after-complete"}
     variant_help = {
+        "correct": "the 2022 stopgap: dynamic ftrace only without kernel preemption",
         "preemptible": "CONFIG_PREEMPT: a task parked between AUIPC and JALR resumes at the new JALR",
-        "no-preempt": "the 2022 stopgap: dynamic ftrace only without kernel preemption",
         "no-flush": "the waiters skip local_flush_icache_all()",
         "early-release": "the master releases the waiters before it writes",
     }
