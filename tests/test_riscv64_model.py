@@ -207,3 +207,19 @@ def test_an_ebreak_goes_to_the_protocols_trap_handler():
         assert run.finding is None, run.finding.title
         foreign += sum(1 for e in machine.events if type(e).__name__ == "Trap" and e.foreign)
     assert foreign > 0
+
+
+def test_irqs_are_taken_only_with_mstatus_mie_set():
+    """The image masks IRQs with csrci mstatus, 8 (M-mode: Unicorn runs there); the machine reads
+    the same bit, so no IRQ or IPI reaches code between the image's csrci and csrsi."""
+    from unicorn import riscv_const as R
+
+    machine = _machine(KeyFlip, "remote")
+    machine._reset(b"", False, None, False)
+    cpu = machine.cpus[1]
+    hw = cpu.hw
+    assert hw.irqs_enabled() and machine.interrupts.irqs_on(cpu)
+    mstatus = hw.read_regs((R.UC_RISCV_REG_MSTATUS,))[0]
+    hw.write_regs([(R.UC_RISCV_REG_MSTATUS, mstatus & ~8)])
+    assert not hw.irqs_enabled()
+    assert RV.irqs_off() in machine.image.text and RV.irqs_on() in machine.image.text
