@@ -369,6 +369,8 @@ class Riscv64(Arch):
         partial = [(w, ln) for w, ln in zip(words, lens) if sum(ln) != len(w)]
         if not whole or not partial or len(whole) + len(partial) != len(words):
             return False
+        if len({p for p, _ in partial}) > 1:  # the instruction running past the word changes too
+            return False
         for w, ln in whole:
             end = len(w) - ln[-1]
             if ln[-1] != 2 or w[end:] not in (C_EBREAK, _C_J_MASKED(w[end:])):
