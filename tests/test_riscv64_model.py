@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from fuzzer.arch import get_arch
-from fuzzer.arch.riscv64 import EBREAK, NOP4
+from fuzzer.arch.riscv64 import C_EBREAK, C_NOP, EBREAK, NOP4, caddi
 from fuzzer.campaign import fuzz
 from fuzzer.machine import Config, Machine
 from fuzzer.protocol import Call, Jmp, Part, Protocol, Site
@@ -169,36 +169,46 @@ def test_a_site_may_hold_part_of_a_call():
 
 
 class OwnBreakpoint(Protocol):
-    """The protocol's own ebreak over a NOP4, claimed by its trap handler (as text_poke_bp's
-    int3 handler claims its int3), or not."""
+    """The protocol's own ebreak over a NOP4, or c.ebreak over a 2-byte c.addi (what
+    arch_arm_kprobe() writes over a compressed instruction), claimed by its trap handler (as
+    text_poke_bp's int3 handler claims its int3), or not."""
 
     name = "test/rv-ebreak"
     arch = "riscv64"
-    sites = {"s": Site(old=NOP4, new=EBREAK)}
     nmi_sites = ()
-    params = dict(claim=True)
-    variants = {"claimed": {}, "unclaimed": dict(claim=False)}
-    expect = {"claimed": None, "unclaimed": "unhandled-trap"}
+    params = dict(claim=True, compressed=False)
+    variants = {"claimed": {}, "unclaimed": dict(claim=False), "claimed-c": dict(compressed=True),
+                "unclaimed-c": dict(claim=False, compressed=True)}
+    expect = {"claimed": None, "unclaimed": "unhandled-trap", "claimed-c": None, "unclaimed-c": "unhandled-trap"}
     complete_when_done = False
 
+    @property
+    def sites(self):
+        if self.v.compressed:
+            return {"s": Site(old=caddi(10, 1) + C_NOP, new=C_EBREAK + C_NOP)}
+        return {"s": Site(old=NOP4, new=EBREAK)}
+
     def patcher(self, k):
-        yield k.poke("s", EBREAK)
+        site = k.site("s")
+        yield k.poke("s", site.new)
         yield k.remote_fence_i()
-        yield k.poke("s", NOP4)
+        yield k.poke("s", site.old)
         yield k.remote_fence_i()
 
     def trap_handler(self, k, ip):
-        if self.v.claim and ip == k.site("s").addr:
-            return k.emulate(ip, NOP4)
+        site = k.site("s")
+        if self.v.claim and ip == site.addr:
+            return k.emulate(ip, site.old[:2] if self.v.compressed else site.old)
         return k.NOT_MINE
 
 
 def test_an_ebreak_goes_to_the_protocols_trap_handler():
     """Unicorn reports ebreak as an invalid instruction; the CPU tells it from a real one by the
     bytes at the PC and the machine runs the protocol's handler with the ebreak's address."""
-    assert _proof(_machine(OwnBreakpoint, "claimed")) == set()
-    found = _proof(_machine(OwnBreakpoint, "unclaimed"))
-    assert found == {"unhandled-trap"}, found
+    for suffix in ("", "-c"):  # ebreak, and c.ebreak (a 2-byte breakpoint: resumed 2 bytes on)
+        assert _proof(_machine(OwnBreakpoint, "claimed" + suffix)) == set()
+        found = _proof(_machine(OwnBreakpoint, "unclaimed" + suffix))
+        assert found == {"unhandled-trap"}, found
     # someone else's ebreak (a kprobe the schedule makes code hit) is passed on, not claimed
     machine = _machine(OwnBreakpoint, "claimed")
     foreign = 0

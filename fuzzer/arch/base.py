@@ -158,6 +158,9 @@ class Arch:
     # The breakpoint protocols patch in, and what traces and titles call it.
     trap_insn: bytes = b""
     trap_name: str = "trap"
+    # Every breakpoint instruction the kernel writes, where there is more than one (riscv64:
+    # ebreak over a 4-byte instruction, c.ebreak over a 2-byte one); () means trap_insn alone.
+    trap_insns: tuple[bytes, ...] = ()
     # How Unicorn reports the breakpoint: UC_HOOK_INTR with this interrupt number, the PC
     # `trap_pc_after` bytes past the breakpoint's address (x86 int3: after it; arm64 brk: at
     # it). The CPU subtracts it so the machine always gets the breakpoint's own address. None:
@@ -294,6 +297,13 @@ class Arch:
     def semantics(self, insn: bytes, addr: int) -> tuple[str, int]:
         """What a whole patched instruction does: ('call'|'jmp'|'next'|'bad', target)."""
         raise NotImplementedError
+
+    def breakpoints(self) -> tuple[bytes, ...]:
+        return self.trap_insns or (self.trap_insn,)
+
+    def trap_length(self, code: bytes) -> int:
+        """The length of the breakpoint `code` begins with, 0 if it begins with none."""
+        return next((len(t) for t in self.breakpoints() if bytes(code[:len(t)]) == t), 0)
 
     def cmodx_safe(self, insn: bytes) -> bool:
         """May `insn` be replaced, or replace another such instruction, while other CPUs

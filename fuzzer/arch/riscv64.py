@@ -279,6 +279,7 @@ class Riscv64(Arch):
     )
 
     trap_insn = EBREAK
+    trap_insns = (EBREAK, C_EBREAK)  # arch_arm_kprobe(): __BUG_INSN_32, or __BUG_INSN_16 over a 2-byte one
     trap_name = "ebreak"
     trap_intno = None  # reported as an invalid instruction, the PC at the ebreak
     trap_pc_after = 0

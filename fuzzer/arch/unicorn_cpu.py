@@ -277,13 +277,17 @@ class UnicornCpu:
         if intno == self._trap_intno:
             self._hooks.on_trap(self.index, self._trap_name, self.pc() - self._trap_pc_after)
         else:
-            self._hooks.on_fault(self.index, f"exception vector {intno}", self.pc() - self._arch.intr_pc_after)
+            pc = self.pc() - self._arch.intr_pc_after
+            if pc != self.pc():  # the CPU stands at the faulting instruction, as its epc says
+                set_reg(self._cur, self._pc_reg, pc)
+            self._hooks.on_fault(self.index, f"exception vector {intno}", pc)
 
     def _on_invalid(self, uc, _user_data=None):  # unicorn calls it as (uc, user_data)
         self._st[HIT] = 0
         pc = self.pc()
-        trap = self._arch.trap_insn
-        if self._trap_intno is None and bytes(uc.mem_read(pc, len(trap))) == trap:
+        arch = self._arch
+        if self._trap_intno is None and arch.trap_length(
+                bytes(uc.mem_read(pc, max(len(t) for t in arch.breakpoints())))):
             self._invalid_trap = True
             self._hooks.on_trap(self.index, self._trap_name, pc - self._trap_pc_after)
         else:

@@ -107,7 +107,7 @@ class Code(Part):
                 self.end(cpu, frame)
             return
         if stop[0] == "trap":
-            frame.pc = self.traps.trap_resume_pc(stop[1])
+            frame.pc = self.traps.trap_resume_pc(stop[1], cpu)
             self.traps.trap(cpu, stop[1], foreign=False)
         else:
             frame.pc = hw.pc()

@@ -32,13 +32,14 @@ class FetchModel(Part):
     _verdicts: dict[tuple, dict] = {}
     _semantics: dict[tuple[str, bytes, int], tuple[str, int]] = {}
 
-    NOT_STATE = {"arch": "fixed", "trap": "fixed", "multi": "fixed",
+    NOT_STATE = {"arch": "fixed", "trap": "fixed", "traps": "fixed", "multi": "fixed",
                  "fresh": "memos of the sites' verdicts after a reset"}
 
     def __init__(self, machine) -> None:
         super().__init__(machine)
         self.arch = machine.arch
         self.trap = machine.arch.trap_insn
+        self.traps = frozenset(machine.arch.breakpoints())
         # a site's verdict memo right after a reset (written versions: the old code only)
         self.fresh = {name: self._memo_for(s) for name, s in machine.sites.items()}
         # the sites whose old or new version is several instructions: passes through them are
@@ -148,7 +149,7 @@ class FetchModel(Part):
         if not any(v[:first] == head and lengths(v)[:1] == (first,)
                    for v in site.intended | {site.old, site.new}):
             return TORN
-        if head in (site.old[:first], site.new[:first]) or head == self.trap:
+        if head in (site.old[:first], site.new[:first]) or head in self.traps:
             return WHOLE
         return FOREIGN
 

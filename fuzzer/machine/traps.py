@@ -101,9 +101,12 @@ class Traps(Part):
         """The schedule's foreign breakpoint: the running code hits someone else's kprobe."""
         self.trap(cpu, self.m.image.foreign_trap, foreign=True)
 
-    def trap_resume_pc(self, addr: int) -> int:
-        """Where code that trapped at `addr` resumes if nobody moves it."""
-        return addr + self.trap_len
+    def trap_resume_pc(self, addr: int, cpu: Cpu | None = None) -> int:
+        """Where code that trapped at `addr` resumes if nobody moves it: past the breakpoint
+        there (as `cpu` sees the text, where the architecture has breakpoints of two sizes)."""
+        if cpu is None or not self.m.arch.trap_insns:
+            return addr + self.trap_len
+        return addr + (self.m.arch.trap_length(cpu.hw.read(addr, 4)) or self.trap_len)
 
     # ---- the handlers' answer -----------------------------------------------------------------
     def trap_return(self, cpu: Cpu, frame: Frame, answer) -> None:

@@ -60,7 +60,11 @@ class WrongTarget(Oracle):
         if not emulate:
             return  # single-step, retry, detour: what runs next is judged when it runs
         good = m.fetch.emulatable(site)
-        if answer.insn not in good:
+        off, n = addr - site.addr, len(answer.insn)
+        # an instruction of a version, where the breakpoint stands (a site of several
+        # instructions: the one the breakpoint replaced)
+        if not any(v[off:off + n] == answer.insn and (off == 0 or off in m.fetch.boundaries(v))
+                   and off + n in m.fetch.boundaries(v) for v in good):
             dis = m.arch.disasm
             self.report(cpu, "insn", f"emulated {dis(answer.insn, addr)}; the site's versions are "
                                      + ", ".join(dis(v, addr) for v in sorted(good)),
