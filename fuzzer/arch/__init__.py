@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from .arm import Arm
 from .arm64 import Arm64
 from .base import Arch, Image, Rule, SiteLayout
 from .riscv64 import Riscv64
 from .x86_64 import X86_64
 
-ARCHES: dict[str, type[Arch]] = {"x86_64": X86_64, "arm64": Arm64, "riscv64": Riscv64}
+ARCHES: dict[str, type[Arch]] = {"x86_64": X86_64, "arm64": Arm64, "riscv64": Riscv64, "arm": Arm}
 
 
 def get_arch(name: str, options: tuple[str, ...] = ()) -> Arch:

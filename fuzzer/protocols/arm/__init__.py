@@ -1,0 +1,1 @@
+"""32-bit ARM (A32) and Thumb-2 patching protocols, one file each."""
