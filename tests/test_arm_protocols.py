@@ -1,6 +1,7 @@
-"""The 32-bit ARM protocols: every `correct` variant proved clean by exhaustive search on 2 CPUs
-within the bounds below, every mutant found under the same bounds with its expected oracle, and
-a long random run on 4 CPUs clean for every clean variant."""
+"""The 32-bit ARM protocols (A32 and Thumb-2): every `correct` variant proved clean by exhaustive
+search on 2 CPUs within the bounds below, every mutant found under the same bounds with its
+expected oracle, a long random run on 4 CPUs clean for every clean variant, and the straddling
+Thumb-2 branch torn into another valid branch, which the finding names."""
 
 from __future__ import annotations
 
@@ -14,12 +15,12 @@ from fuzzer.strategies.random import RandomStrategy
 
 BOUNDS = dict(store_delays=2, store_reorders=1, stale_fetches=1)
 CEILING = 40_000
-ARM = {name: cls for name, cls in registry().items() if cls.arch == "arm"}
+ARM = {name: cls for name, cls in registry().items() if cls.arch in ("arm", "thumb2")}
 VARIANTS = [pytest.param(cls, v, id=f"{name}:{v}") for name, cls in ARM.items() for v in cls.variants]
 
 
 def test_every_arm_protocol_is_registered():
-    assert set(ARM) == {"arm/jump_label"}
+    assert set(ARM) == {"arm/jump_label", "arm/jump_label_thumb2"}
     for cls in ARM.values():
         assert cls.expect.get("correct", "missing") is None, cls.name
         assert sum(e is not None for e in cls.expect.values()) >= 2, f"{cls.name}: fewer than two mutants"
@@ -52,3 +53,22 @@ def test_leaving_stop_machine_must_synchronize_the_parked_cpus():
     machine = Machine(cls, "correct", Config(cpus=2, stop_machine_serializes=False))
     res = fuzz(machine, ExhaustiveStrategy(seed=1, **BOUNDS), schedules=CEILING)
     assert "cmodx-violation" in {rec.finding.oracle for rec in res.crashes.values()}
+
+
+def test_a_straddling_thumb2_branch_tears_into_another_valid_branch():
+    """Written as two halfwords without stop_machine, the straddling b.w is fetched half old
+    (nop.w) and half new: an instruction neither version holds, which still decodes as a branch;
+    the finding says which, and the CPU runs it."""
+    cls = ARM["arm/jump_label_thumb2"]
+    machine = Machine(cls, "direct", Config(cpus=2))
+    res = fuzz(machine, RandomStrategy(seed=2), schedules=2000)
+    rec = next(r for r in res.crashes.values() if r.finding.oracle == "torn-fetch")
+    run = machine.run(rec.schedule)
+    site = machine.sites["straddling"]
+    detail = run.finding.detail
+    executed = bytes.fromhex(detail.split(" = ")[0].removeprefix("executes ").replace(" ", ""))
+    torn = executed[2:6]
+    assert torn not in (site.old[2:6], site.new[2:6])
+    assert machine.arch.insn_lengths(torn) == (4,)  # a whole valid 32-bit instruction
+    assert machine.arch.disasm(torn, site.addr + 2).split()[0] in detail
+    assert run.finding.consequence  # and the CPU ran it

@@ -6,9 +6,10 @@ from .arm import Arm
 from .arm64 import Arm64
 from .base import Arch, Image, Rule, SiteLayout
 from .riscv64 import Riscv64
+from .thumb2 import Thumb2
 from .x86_64 import X86_64
 
-ARCHES: dict[str, type[Arch]] = {"x86_64": X86_64, "arm64": Arm64, "riscv64": Riscv64, "arm": Arm}
+ARCHES: dict[str, type[Arch]] = {"x86_64": X86_64, "arm64": Arm64, "riscv64": Riscv64, "arm": Arm, "thumb2": Thumb2}
 
 
 def get_arch(name: str, options: tuple[str, ...] = ()) -> Arch:

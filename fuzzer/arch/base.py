@@ -314,9 +314,11 @@ class Arch:
     # What findings call the rule `cmodx_unsafe` applies (arm64: its list of instructions).
     cmodx_scope: str = "the CMODX list"
 
-    def cmodx_unsafe(self, words: list[bytes]) -> bytes | None:
+    def cmodx_unsafe(self, words: list[bytes], versions: list[bytes] | None = None, off: int = 0) -> bytes | None:
         """The versions of one fetch unit a CPU may fetch either of (newest first): the first
-        one the architecture does not let be modified while it may execute, or None."""
+        one the architecture does not let be modified while it may execute, or None.
+        `versions`: the whole site versions they come from, `off`: the unit's offset in them
+        (where a unit is less than an instruction, the instruction it is part of decides)."""
         return next((w for w in words if not self.cmodx_safe(w)), None)
 
     # ---- programs (Protocol.programs) ------------------------------------------------------

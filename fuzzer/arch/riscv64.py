@@ -352,7 +352,7 @@ class Riscv64(Arch):
         opcode = word_of(code) & 0x7F
         return opcode in (0x6F, 0x67, 0x63, 0x73)  # JAL, JALR, branches, SYSTEM (ebreak, ecall)
 
-    def cmodx_unsafe(self, words: list[bytes]) -> bytes | None:
+    def cmodx_unsafe(self, words: list[bytes], versions: list[bytes] | None = None, off: int = 0) -> bytes | None:
         # Ziccif's safe harbor within one aligned word: every version decodes to the same
         # instruction boundaries and ends at the word's end; the one exception is a version
         # whose first instructions agree and whose last is a 2-byte c.j or c.ebreak standing

@@ -216,7 +216,7 @@ class MaintainedViews(Views):
                     seen.append(word)
                     at.append(i)
             if len(seen) > 1:
-                bad = self.cmodx_unsafe(seen)
+                bad = self.cmodx_unsafe(seen, [hist[i] for i in at], off)
                 if bad is not None:
                     other = next(w for w in seen if w != bad)
                     self.checks.cmodx(cpu, frame, site, off, seen[-1] if bad != seen[-1] else other, bad)
