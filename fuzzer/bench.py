@@ -32,7 +32,8 @@ from .strategies.random import RandomStrategy
 
 REFERENCE = "x86/text_poke_bp:correct"
 # each other ISA's reference scenario, measured next to REFERENCE
-OTHER_REFERENCES = ("arm64/publish_brk:correct", "riscv64/ftrace_call_ops:correct")
+OTHER_REFERENCES = ("arm64/publish_brk:correct", "riscv64/ftrace_call_ops:correct", "arm/ftrace:correct",
+                    "arm/jump_label_thumb2:correct")
 
 
 def emulator_floor(m: Machine, n: int = 20000) -> float:

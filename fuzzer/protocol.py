@@ -62,6 +62,10 @@ class Site:
 
     old: Any  # bytes, Call, Jmp or a tuple of them
     new: Any  # bytes, Call, Jmp or a tuple of them
+    # What the traced function runs before the site, never patched (None: the ISA's usual entry,
+    # `Arch.traced_entry`): 32-bit ARM's `push {lr}` ahead of the mcount call, which the
+    # kernel's NOP, `pop {lr}`, undoes.
+    entry: Any = None
 
 
 class Protocol:
@@ -73,7 +77,9 @@ class Protocol:
     # may read `self.v`)
     sites: ClassVar[dict[str, Site]] = {}
     # more functions the image lays out for it (call or jump targets for its sites)
-    symbols: ClassVar[tuple[str, ...]] = ()
+    # (a name, laid out like the tracer, or (name, its code): a function the kernel's own ABI
+    # defines, such as 32-bit ARM's __gnu_mcount_nc, which pops what the call site pushed)
+    symbols: ClassVar[tuple[str | tuple[str, bytes], ...]] = ()
     # Is every site's patch complete once all tasks returned (where no k.complete() said so
     # before)? False for a protocol that never synchronizes the other CPUs with its writes and
     # promises nothing about when they see them (arm64 ftrace: old or new, for a while).

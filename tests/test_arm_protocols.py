@@ -23,7 +23,7 @@ VARIANTS = [pytest.param(cls, v, id=f"{name}:{v}") for name, cls in ARM.items() 
 
 
 def test_every_arm_protocol_is_registered():
-    assert set(ARM) == {"arm/jump_label", "arm/jump_label_thumb2", "arm/kprobe"}
+    assert set(ARM) == {"arm/ftrace", "arm/jump_label", "arm/jump_label_thumb2", "arm/kprobe"}
     for cls in ARM.values():
         assert cls.expect.get("correct", "missing") is None, cls.name
         assert sum(e is not None for e in cls.expect.values()) >= 2, f"{cls.name}: fewer than two mutants"

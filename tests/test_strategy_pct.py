@@ -89,7 +89,8 @@ def test_bench_json_rows():
     rows = json.loads(r.stdout)
     assert rows[0]["kind"] == "throughput" and rows[0]["schedules_per_second"] > 0
     assert {r["scenario"] for r in rows if r.get("kind") == "throughput"} == {
-        "x86/text_poke_bp:correct", "arm64/publish_brk:correct", "riscv64/ftrace_call_ops:correct"}
+        "x86/text_poke_bp:correct", "arm64/publish_brk:correct", "riscv64/ftrace_call_ops:correct",
+        "arm/ftrace:correct", "arm/jump_label_thumb2:correct"}
     search = [r for r in rows if r.get("kind") != "throughput"]
     assert {row["strategy"] for row in search} == {"random", "pct"}
     for row in search:

@@ -70,6 +70,8 @@ MOV_R9_LR = insn(0xE1A0900E)  # mov r9, lr: the image's traced entry saves the r
 MOV_R12_LR = insn(0xE1A0C00E)  # mov ip, lr
 MOV_LR_R9 = insn(0xE1A0E009)  # mov lr, r9
 BX_R12 = insn(0xE12FFF1C)  # bx ip
+PUSH_LR = insn(0xE52DE004)  # push {lr} (str lr, [sp, #-4]!): what gcc -pg puts before the mcount call
+POP_LR = insn(0xE8BD4000)  # pop {lr} (ldm sp!, {lr}): the kernel's ftrace NOP, which undoes it
 CPSR_I = 1 << 7
 TRACER_REG, WORK_REG = 10, 11  # r10, r11: counters nothing else reads
 
@@ -93,7 +95,8 @@ _CMODX = (
 _SAFE_MNEMONICS = frozenset({"nop", "b", "bl", "wfi", "udf", "bkpt", "isb"})
 _SAFE_FORMS = frozenset({("mov", "r0, r0"), ("bx", "lr"), ("cpsid", "i"), ("cpsie", "i"),
                          ("mov", "sb, lr"), ("mov", "ip, lr"), ("mov", "lr, sb"), ("bx", "ip"),
-                         ("add", "sl, sl, #1"), ("add", "fp, fp, #1"), ("add", "r0, r0, #1")})
+                         ("add", "sl, sl, #1"), ("add", "fp, fp, #1"), ("add", "r0, r0, #1"),
+                         ("str", "lr, [sp, #-4]!"), ("ldm", "sp!, {lr}")})
 
 
 class Arm(Arch):

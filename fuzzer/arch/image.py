@@ -8,7 +8,8 @@ function and end in the stop instruction, and a kprobe'd function whose breakpoi
 16-byte aligned, padded with the ISA's filler.
 
 A protocol may declare more functions (`Protocol.symbols`, laid out like the tracer: they
-count their calls and return), and a site's old or new instruction may be a call or a jump to
+count their calls and return; or with code of their own), a site may have an entry of its own
+(`Site.entry`), and a site's old or new instruction may be a call or a jump to
 any symbol (`protocol.Call`, `protocol.Jmp`), encoded for the site's address in this layout:
 the image is laid out twice when an old instruction needs an address found only later. The
 functions sites call or jump to live far away when the ISA says where (`Arch.far_base`), each
@@ -154,12 +155,16 @@ def _layout(arch: Arch, sites: Mapping[str, Any], calls_irqs_off: bool, extra: t
     target("ftrace_caller", arch.counter_inc("tracer") + arch.tracer_return())
     # a bare return: a site patched to jump here makes its function return at once
     target("ftrace_stub", arch.ret())
-    for name in extra:
-        target(name, arch.counter_inc("tracer") + arch.tracer_return())
+    for entry in extra:  # a name, or (name, the function's own code)
+        if isinstance(entry, tuple):
+            target(entry[0], bytes(entry[1]))
+        else:
+            target(entry, arch.counter_inc("tracer") + arch.tracer_return())
     for name, site in sites.items():
         func = here()
         symbols[f"{name}_func"] = func
-        code += arch.traced_entry()
+        entry = getattr(site, "entry", None)
+        code += arch.traced_entry() if entry is None else bytes(entry)
         if here() % arch.atomic_store:
             raise ValueError(f"{arch.name}: site {name} would not be aligned for an atomic store")
         old = resolve(arch, site.old, here(), known)
