@@ -19,9 +19,9 @@ Variants (expected verdict on 2 and 4 CPUs):
 * direct -- torn-fetch: the straddling b.w written as two halfwords (and flushed) without
   stop_machine; a CPU fetching meanwhile runs a branch neither version has, and the finding names
   it and shows where it went.
-* nosync-aligned -- torn-fetch as well: even the aligned b.w, one 32-bit store, is fetched as two
-  halfwords, so without stop_machine (which stands for the ISB, by exception return, on every
-  executing core) a CPU may still fetch half of the old nop.w next to half of the new b.w.
+* no-isb -- torn-fetch as well: the aligned b.w, one 32-bit store, flushed with the writer's own
+  ISB, but no stop_machine and so no context synchronization (the exception return out of it) on
+  the executing cores: one of them may fetch half of the old nop.w next to half of the new b.w.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ class ArmJumpLabelThumb2(Protocol):
     nmi_sites = ()
     params = dict(stop_machine=True, which=("aligned", "straddling"))
     variants = {"correct": {}, "direct": dict(stop_machine=False, which=("straddling",)),
-                "nosync-aligned": dict(stop_machine=False, which=("aligned",))}
-    expect = {"correct": None, "direct": "torn-fetch", "nosync-aligned": "torn-fetch"}
+                "no-isb": dict(stop_machine=False, which=("aligned",))}
+    expect = {"correct": None, "direct": "torn-fetch", "no-isb": "torn-fetch"}
 
     def patcher(self, k):
         for name in self.v.which:  # one arch_jump_label_transform() per site
