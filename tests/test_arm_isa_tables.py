@@ -31,6 +31,11 @@ from fuzzer.arch.thumb2 import (
     thumb16,
     thumb32,
 )
+from fuzzer.campaign import fuzz
+from fuzzer.machine import Config, Machine
+from fuzzer.protocol import Protocol, Site
+from fuzzer.strategies.exhaustive import ExhaustiveStrategy
+from fuzzer.strategies.random import RandomStrategy
 
 ARM, T2 = Arm(), Thumb2()
 CS_ARM = capstone.Cs(capstone.CS_ARCH_ARM, capstone.CS_MODE_ARM)
@@ -159,7 +164,13 @@ def test_unicorn_reports_the_kprobe_breakpoints_as_invalid_at_their_address():
     assert _probe(insn(ARM_NOP) + KPROBE_BREAK, False)[0] == [("invalid", 0x100004)]
     assert _probe(NOP16 + KPROBE_THUMB16_BREAK, True)[0] == [("invalid", 0x100002)]
     assert _probe(NOP16 + KPROBE_THUMB32_BREAK, True)[0] == [("invalid", 0x100002)]
-    assert ARM.trap_intno is None and T2.trap_intno is None
+    assert ARM.trap_length(KPROBE_BREAK) and T2.trap_length(KPROBE_THUMB32_BREAK)
+
+
+def test_unicorn_reports_bkpt_as_interrupt_7_at_its_address():
+    assert _probe(insn(ARM_NOP) + insn(0xE1200070), False)[0] == [("intr", 7, 0x100004)]
+    assert _probe(NOP16 + thumb16(0xBE00), True)[0] == [("intr", 7, 0x100002)]
+    assert ARM.trap_intno == 7 and T2.trap_intno == 7 and ARM.trap_pc_after == 0
 
 
 def test_unicorn_stops_at_wfi_with_the_pc_past_it():
@@ -181,3 +192,39 @@ def test_a_thumb_cpu_resumed_without_the_t_bit_runs_arm():
         uc.emu_start(pc | bits, 0x100100, count=1)
         assert bool(uc.reg_read(A.UC_ARM_REG_CPSR) & 0x20) is thumb_after
     assert T2.pc_exec_bits == 1 and ARM.pc_exec_bits == 0
+
+
+class OwnBkpt(Protocol):
+    """A protocol's own BKPT over a 16-bit Thumb instruction, claimed by its trap handler, or
+    not: BKPT reaches the handler as kprobes' udf does."""
+
+    name = "test/thumb-bkpt"
+    arch = "thumb2"
+    sites = {"s": Site(old=thumb16(0x3001) + NOP16, new=thumb16(0xBE00) + NOP16)}
+    nmi_sites = ()
+    params = dict(claim=True)
+    variants = {"claimed": {}, "unclaimed": dict(claim=False)}
+    expect = {"claimed": None, "unclaimed": "unhandled-trap"}
+    complete_when_done = False
+
+    def patcher(self, k):
+        site = k.site("s")
+        yield from k.stop_machine(lambda kk: self.write(kk, site.new))
+        yield from k.stop_machine(lambda kk: self.write(kk, site.old))
+
+    def write(self, k, data):
+        yield k.poke("s", data[:2])
+        yield from k.caches_clean_inval_pou("s")
+
+    def trap_handler(self, k, ip):
+        if self.v.claim and ip == k.site("s").addr:
+            return k.emulate(ip, thumb16(0x3001))
+        return k.NOT_MINE
+
+
+def test_a_bkpt_goes_to_the_protocols_trap_handler():
+    res = fuzz(Machine(OwnBkpt, "claimed", Config(cpus=2)), ExhaustiveStrategy(seed=1), schedules=20_000)
+    assert res.exhausted and res.crashes == {}
+    # the same search space, unclaimed: the IRQ that runs the site between the two updates traps
+    res = fuzz(Machine(OwnBkpt, "unclaimed", Config(cpus=2)), RandomStrategy(seed=1), schedules=2_000)
+    assert {r.finding.oracle for r in res.crashes.values()} == {"unhandled-trap"}

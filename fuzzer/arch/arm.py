@@ -167,7 +167,8 @@ class Arm(Arch):
             "kprobes' breakpoint is an undefined instruction (0x07f001f8 in ARM state): the "
             "undefined-instruction handler reads the faulting word and claims it (Unicorn 2.1.4 "
             "reports it as an invalid instruction with the PC at it; capstone does not decode "
-            "it, so the model does).",
+            "it, so the model does). BKPT (Unicorn: interrupt 7, the PC at it) goes to the trap "
+            "handler too.",
             "arch/arm/include/asm/probes.h KPROBE_ARM_BREAKPOINT_INSTRUCTION; arch/arm/probes/"
             "kprobes/core.c kprobe_trap_handler(); MULTIARCH.md 2.1.",
         ),
@@ -180,8 +181,10 @@ class Arm(Arch):
     )
 
     trap_insn = KPROBE_BREAK
+    trap_insns = (KPROBE_BREAK, BKPT)
     trap_name = "undef"
-    trap_intno = None  # an invalid instruction, the PC at it
+    # BKPT is interrupt 7, the PC at it; kprobes' udf an invalid instruction, the PC at it
+    trap_intno = 7
     trap_pc_after = 0
 
     uc_arch = unicorn.UC_ARCH_ARM

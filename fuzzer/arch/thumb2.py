@@ -161,7 +161,8 @@ class Thumb2(Arm):
         Rule(
             "kprobes' breakpoints are undefined instructions, udf #0x18 (16-bit) and udf.w #0x18 "
             "(32-bit), chosen by the size of the instruction they replace; Unicorn 2.1.4 reports "
-            "both as invalid instructions with the PC at them.",
+            "both as invalid instructions with the PC at them. BKPT (interrupt 7, the PC at it) "
+            "goes to the trap handler too.",
             "arch/arm/include/asm/probes.h KPROBE_THUMB16/THUMB32_BREAKPOINT_INSTRUCTION; "
             "arch/arm/probes/kprobes/core.c arch_arm_kprobe(); MULTIARCH.md 2.1.",
         ),
@@ -169,9 +170,8 @@ class Thumb2(Arm):
     )
 
     trap_insn = KPROBE_THUMB16_BREAK
-    trap_insns = (KPROBE_THUMB16_BREAK, KPROBE_THUMB32_BREAK)
+    trap_insns = (KPROBE_THUMB16_BREAK, KPROBE_THUMB32_BREAK, BKPT16)
     trap_name = "undef"
-    trap_intno = None
 
     uc_mode = unicorn.UC_MODE_THUMB
     cs_mode = capstone.CS_MODE_THUMB

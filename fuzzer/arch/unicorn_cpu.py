@@ -286,7 +286,8 @@ class UnicornCpu:
         self._st[HIT] = 0
         pc = self.pc()
         arch = self._arch
-        if self._trap_intno is None and arch.trap_length(
+        # a breakpoint Unicorn reports as an invalid instruction (riscv ebreak, ARM's udf ones)
+        if arch.trap_length(
                 bytes(uc.mem_read(pc, max(len(t) for t in arch.breakpoints())))):
             self._invalid_trap = True
             self._hooks.on_trap(self.index, self._trap_name, pc - self._trap_pc_after)
