@@ -228,3 +228,20 @@ def test_a_bkpt_goes_to_the_protocols_trap_handler():
     # the same search space, unclaimed: the IRQ that runs the site between the two updates traps
     res = fuzz(Machine(OwnBkpt, "unclaimed", Config(cpus=2)), RandomStrategy(seed=1), schedules=2_000)
     assert {r.finding.oracle for r in res.crashes.values()} == {"unhandled-trap"}
+
+
+@pytest.mark.parametrize("arch", ["arm", "thumb2"])
+def test_irqs_follow_cpsr_i(arch):
+    """IRQs and IPIs are taken only with CPSR.I clear: the image's cpsid i / cpsie i set and clear
+    the bit the machine reads (Unicorn starts in SVC mode with I set)."""
+    from fuzzer.protocols import resolve
+
+    cls, variant = resolve("arm/jump_label" if arch == "arm" else "arm/jump_label_thumb2")
+    machine = Machine(cls, variant, Config(cpus=2))
+    machine._reset(b"", False, None, False)
+    hw = machine.cpus[1].hw
+    assert hw.irqs_enabled()  # the thread context starts with IRQs on
+    cpsr = hw.read_regs((A.UC_ARM_REG_CPSR,))[0]
+    hw.write_regs([(A.UC_ARM_REG_CPSR, cpsr | 0x80)])
+    assert not hw.irqs_enabled()
+    assert machine.arch.irqs_off() in machine.image.text and machine.arch.irqs_on() in machine.image.text
