@@ -3,7 +3,7 @@
 Keystone mis-encodes the branches the kernel patches (MULTIARCH.md 2.3), so every word here is
 hand-encoded the way the kernel makes it (arch/arm/kernel/insn.c __arm_gen_branch_arm(),
 arch/arm/include/asm/insn.h arm_gen_nop(), arch/arm/include/asm/probes.h and kprobes' breakpoint)
-and checked against capstone in tests/test_arm_arch.py. Thumb-2 (T32) is its own model, next to
+and checked against capstone in tests/test_arm_isa_tables.py. Thumb-2 (T32) is its own model, next to
 this one.
 
 ARMv7 ARM section numbers are those of DDI 0406C.d; each rule also names the section's title.
@@ -118,7 +118,7 @@ class Arm(Arch):
             "hand-encoded as the kernel encodes them (a branch's offset from pc + 8; arm_gen_nop() "
             "is mov r0, r0, not the NOP hint) and checked against capstone.",
             "arch/arm/kernel/insn.c __arm_gen_branch_arm(); arch/arm/include/asm/insn.h "
-            "arm_gen_nop(); MULTIARCH.md 2.1; tests/test_arm_arch.py.",
+            "arm_gen_nop(); MULTIARCH.md 2.1; tests/test_arm_isa_tables.py.",
         ),
         Rule(
             "Fetch unit and text store are the aligned 32-bit word: an A32 instruction is fetched "
