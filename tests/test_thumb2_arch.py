@@ -345,3 +345,11 @@ def test_cli_rules_lists_every_rule_with_its_source_and_the_halfword_fetch_unit(
     for rule in T2.RULES:
         assert rule.what.strip() and rule.source.strip()
         assert rule.what in result.output and f"source: {rule.source}" in result.output
+
+
+def test_the_list_applies_to_a_16bit_instruction_capstone_cannot_decode():
+    """Instruction boundaries come from the halfwords' top bits (ARMv7 ARM A6.1), not from
+    capstone: 0x4781 (an unpredictable blx form capstone refuses) is still a 16-bit instruction
+    outside the list."""
+    odd = thumb16(0x4781)
+    assert Thumb2().cmodx_unsafe([NOP16, odd], [NOP16 + NOP16, odd + NOP16], 0) == odd

@@ -4,7 +4,7 @@ Thumb-2 mixes 16- and 32-bit instructions; a 32-bit one is two halfwords, first 
 address, and may start at any halfword, so it can straddle an aligned word. Every patched
 instruction is hand-encoded as the kernel makes it (arch/arm/kernel/insn.c
 __arm_gen_branch_thumb2(), arch/arm/include/asm/opcodes.h __opcode_thumb32_first/second,
-arch/arm/include/asm/probes.h) and checked against capstone in tests/test_arm_isa_tables.py. The
+arch/arm/include/asm/probes.h) and checked against capstone in tests/test_thumb2_arch.py. The
 memory model and the maintained fetch are the A32 model's (arm.py); what differs is the fetch
 unit, the list of instructions that may be modified while they execute, and the breakpoints.
 """
@@ -130,7 +130,7 @@ class Thumb2(Arm):
             "them (b.w/bl from pc + 4, nop.w, udf breakpoints) and checked against capstone.",
             "arch/arm/kernel/insn.c __arm_gen_branch_thumb2(); arch/arm/include/asm/insn.h "
             "arm_gen_nop() (nop.w); MULTIARCH.md 2.1 (unicorn #1729, #391, PR #1801); "
-            "tests/test_arm_isa_tables.py.",
+            "tests/test_thumb2_arch.py.",
         ),
         Rule(
             "The fetch unit is the halfword: a 32-bit Thumb-2 instruction is two halfwords that may "
@@ -222,13 +222,17 @@ class Thumb2(Arm):
             return None
         return next((w for w in words if not self.cmodx_safe(w)), None)
 
-    def _in_thumb32(self, version: bytes, off: int) -> bool:
+    @staticmethod
+    def _in_thumb32(version: bytes, off: int) -> bool:
+        # the boundaries the architecture defines (a halfword's top five bits give its
+        # instruction's length, ARMv7 ARM A6.1), not capstone's, which refuses some encodings
         pos = 0
-        for n in self.insn_lengths(version):
+        while pos + 2 <= len(version):
+            n = 4 if is_thumb32_first(struct.unpack("<H", version[pos:pos + 2])[0]) else 2
             if pos <= off < pos + n:
                 return n == 4
             pos += n
-        return True  # undecodable here: not a 16-bit instruction of the list
+        return False
 
     def abstractable_insn(self, mnemonic: str, op_str: str) -> bool:
         return mnemonic in _SAFE_MNEMONICS or (mnemonic, op_str) in _SAFE_FORMS
