@@ -249,8 +249,7 @@ class Arm(Arch):
         if len(code) != 4:
             return False
         word = word_of(code)
-        return word >> 28 != 0xF and any(word & mask == value for mask, value in _CMODX) or (
-            word & 0xFFF000F0 == 0xE1200070)
+        return word >> 28 != 0xF and any(word & mask == value for mask, value in _CMODX)
 
     def register_abstractable(self, blobs: list[bytes]) -> bool:
         # kprobes' breakpoint only traps: keyed as the udf it is to the CPU

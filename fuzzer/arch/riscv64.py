@@ -368,13 +368,13 @@ class Riscv64(Arch):
     def _shorter_transfer(self, words: list[bytes], lens: list[tuple[int, ...]]) -> bool:
         whole = [(w, ln) for w, ln in zip(words, lens) if sum(ln) == len(w)]
         partial = [(w, ln) for w, ln in zip(words, lens) if sum(ln) != len(w)]
-        if not whole or not partial or len(whole) + len(partial) != len(words):
+        if not whole or not partial:
             return False
         if len({p for p, _ in partial}) > 1:  # the instruction running past the word changes too
             return False
         for w, ln in whole:
             end = len(w) - ln[-1]
-            if ln[-1] != 2 or w[end:] not in (C_EBREAK, _C_J_MASKED(w[end:])):
+            if ln[-1] != 2 or not (w[end:] == C_EBREAK or _is_c_j(w[end:])):
                 return False
             if any(p[:end] != w[:end] or sum(pl) != end for p, pl in partial):
                 return False
@@ -423,7 +423,6 @@ def _offsets(lens: tuple[int, ...]) -> list[int]:
     return out
 
 
-def _C_J_MASKED(half: bytes) -> bytes:
-    """`half` itself if it is a c.j (any offset), else b"" (never equal to a 2-byte slice)."""
-    value = struct.unpack("<H", bytes(half))[0] if len(half) == 2 else 0
-    return bytes(half) if value & 0xE003 == 0xA001 else b""
+def _is_c_j(half: bytes) -> bool:
+    """Is this 2-byte instruction a c.j (any offset)?"""
+    return len(half) == 2 and struct.unpack("<H", bytes(half))[0] & 0xE003 == 0xA001
